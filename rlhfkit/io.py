@@ -122,6 +122,7 @@ class RecordReader:
                 self.stats.rejected_lines.append(line if line.endswith(b"\n") else line + b"\n")
                 continue
             self.stats.read += 1
+            ex.line = lineno
             yield ex
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")

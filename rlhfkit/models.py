@@ -161,8 +161,22 @@ def tiny_config(name: str, **overrides: Any):
 
 # ---------------------------------------------------------------- loading
 
+def quiet_hf() -> None:
+    """Hide the libraries' own loading bars and notices; rlhfkit reports progress itself.
+    Set RLHFKIT_VERBOSE=1 to keep them."""
+    if os.environ.get("RLHFKIT_VERBOSE") == "1":
+        return
+    import transformers
+    from huggingface_hub.utils import disable_progress_bars
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    disable_progress_bars()
+
+
 def load_tokenizer(name: str | ModelRef):
     ref = name if isinstance(name, ModelRef) else resolve(name)
+    quiet_hf()
     if ref.tiny:
         return byte_tokenizer(encoder=ref.path == "tiny-bert")
     from transformers import AutoTokenizer
@@ -196,6 +210,7 @@ def load_model(name: str | ModelRef, auto: str = "causal-lm", dtype: Any = None,
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     ref = name if isinstance(name, ModelRef) else resolve(name)
+    quiet_hf()
     auto_cls = {"causal-lm": AutoModelForCausalLM, "reward": AutoModelForSequenceClassification, "base": AutoModel}[auto]
     if auto == "reward":
         config_overrides.setdefault("num_labels", 1)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 PAIR, RANKING, GENERATION, PROMPT = "pair", "ranking", "generation", "prompt"
@@ -46,7 +46,7 @@ class Example:
     label: float = 1.0
     margin: float | None = None
     open_ended: bool | None = None
-    extra: dict = field(default_factory=dict)
+    line: int | None = None  # where it was read, for error messages of later checks
 
     def output(self, **added: Any) -> dict:
         """The record as read, its id, and the fields a stage adds (which win on conflict)."""

@@ -7,7 +7,9 @@ import signal
 import typer
 
 from .common import not_implemented
+from .score import score
 from .synth import synth
+from .train_rm import train_rm
 from .validate import validate
 
 app = typer.Typer(
@@ -21,10 +23,10 @@ app = typer.Typer(
 
 app.command("synth")(synth)
 app.command("validate")(validate)
+app.command("train-rm")(train_rm)
+app.command("score")(score)
 
 PLANNED = {
-    "train-rm": "Train a reward model (BT, margin, soft-label, ranking, contrastive, MetaRM) on pair or ranking records.",
-    "score": "Add rewards to generation or pair records with a reward model or ensemble.",
     "ensemble": "Train K reward heads on a frozen backbone, or assemble independently trained reward models.",
     "strength": "Add per-pair preference strength (mean and std of the ensemble's reward margin).",
     "clean": "Flip, smooth, re-margin or drop noisy pairs using their strength.",

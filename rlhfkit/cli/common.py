@@ -41,3 +41,31 @@ def handle_errors(fn: Callable) -> Callable:
 def not_implemented(name: str) -> None:
     sys.stderr.write(f"rlhfkit {name}: not implemented yet\n")
     raise typer.Exit(1)
+
+
+CONFIG = typer.Option(None, "--config", help="YAML file whose keys are flag names; flags given on the command line win.")
+
+
+def apply_config(ctx: typer.Context, config: str | None, values: dict) -> dict:
+    """Fill ``values`` from a YAML file, except for flags the user typed on the command line."""
+    if not config:
+        return values
+    import yaml
+    from click.core import ParameterSource
+
+    from ..io import UsageError
+
+    try:
+        with open(config) as fh:
+            data = yaml.safe_load(fh) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"{config}: cannot read config: {e}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{config}: expected a mapping of flag names to values")
+    for key, value in data.items():
+        name = str(key).lstrip("-").replace("-", "_")
+        if name not in values or name == "config":
+            raise UsageError(f"{config}: unknown key {key!r}")
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            values[name] = value
+    return values

@@ -1,0 +1,36 @@
+"""`rlhfkit score`: add rewards to records with a reward model or ensemble directory."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .common import ON_ERROR, OUT, REJECTS, handle_errors
+
+
+@handle_errors
+def score(
+    data: str = typer.Argument("-", help="Generation, pair or ranking records; '-' for stdin."),
+    reward: str = typer.Option(..., "--reward", help="Reward-model or ensemble directory."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: int = typer.Option(512, "--max-length"),
+    out: Optional[str] = OUT,
+    on_error: str = ON_ERROR,
+    rejects: Optional[str] = REJECTS,
+) -> None:
+    """Add rewards to records.
+
+    Generation records get `reward`; pairs get `reward_chosen` and `reward_rejected`; rankings
+    get `response_rewards` (in the record's own order). With an ensemble, every reward is the
+    heads' mean, and the per-head lists and spread are added: `rewards`, `reward_mean`,
+    `reward_std` (pairs: the same names suffixed _chosen/_rejected).
+    """
+    from ..io import read_records, summary, write_records
+    from ..scoring import load_scorer, score_examples
+
+    examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects)
+    scorer = load_scorer(reward, max_length=max_length)
+    records = score_examples(scorer, examples, batch_size)
+    write_records(out, records)
+    summary(stage="score", reward=reward, heads=scorer.heads, records=len(records), skipped=stats.skipped)

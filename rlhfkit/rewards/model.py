@@ -1,0 +1,103 @@
+"""The reward model: text rendering, tokenisation, last-token pooling, batched scoring.
+
+One text per (prompt, response): message lists go through the tokenizer's chat template when it
+has one; plain strings are joined with a newline unless either side already has whitespace there.
+Decoders are read at the last token that the attention mask marks (right padding), never by
+searching for the pad id, which may equal EOS. Encoders use the model's own pooling (BERT: the
+[CLS] token through its pooler), exactly as ``AutoModelForSequenceClassification`` does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..models import is_encoder
+from ..records import as_text
+
+
+def render(tokenizer, prompt: Any, response: Any) -> str:
+    """The single string a reward model reads for (prompt, response)."""
+    if isinstance(response, list) and getattr(tokenizer, "chat_template", None):
+        messages = (prompt if isinstance(prompt, list) else ([{"role": "user", "content": prompt}] if prompt else [])) + response
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    p, r = as_text(prompt), as_text(response)
+    if not p:
+        return r
+    if p[-1].isspace() or r[:1].isspace():
+        return p + r
+    return p + "\n" + r
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids per text, truncated from the left so the end of the response is always kept."""
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    finally:
+        tokenizer.truncation_side = side
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, device: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence of the batch (dynamic padding)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of the last position the mask marks, per row (any padding side)."""
+    return attention_mask.shape[1] - 1 - attention_mask.flip(-1).argmax(-1)
+
+
+def _hf(model: nn.Module) -> nn.Module:
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class RewardModel(nn.Module):
+    """Wraps an ``AutoModelForSequenceClassification`` (num_labels=1), returning (rewards, features).
+
+    Features are the pooled hidden state the head reads (contrastive losses use them). Training
+    runs through this module's forward so distributed wrappers see every call.
+    """
+
+    def __init__(self, hf_model: nn.Module):
+        super().__init__()
+        self.hf = hf_model
+        self.encoder = is_encoder(_hf(hf_model))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.hf(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        hidden = out.hidden_states[-1]
+        if self.encoder:
+            return out.logits[:, 0].float(), hidden[:, 0]
+        rows = torch.arange(len(input_ids), device=input_ids.device)
+        features = hidden[rows, last_token_index(attention_mask)]
+        return _hf(self.hf).score(features)[:, 0].float(), features
+
+
+@torch.inference_mode()
+def score_sequences(
+    model: RewardModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
+    device: Any = None, progress: Any = None,
+) -> list[float]:
+    """Rewards for token sequences, batched by length (longest first) to waste little padding."""
+    device = device or next(model.parameters()).device
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    out = [0.0] * len(seqs)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_batch([seqs[i] for i in idx], pad_id, device)
+        rewards, _ = model(ids, mask)
+        for i, r in zip(idx, rewards.tolist()):
+            out[i] = r
+        if progress is not None:
+            progress(len(idx))
+    return out

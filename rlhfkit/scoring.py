@@ -1,0 +1,111 @@
+"""Scoring (prompt, response) pairs with a reward model directory (or, later, an ensemble).
+
+``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
+K heads for an ensemble, so every stage that reads rewards treats both alike.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .models import META_FILE, ModelError, load_model, load_tokenizer, read_meta
+from .rewards.model import RewardModel, encode, render, score_sequences
+
+
+class RewardModelScorer:
+    """A single reward model: one reward per (prompt, response)."""
+
+    heads = 1
+
+    def __init__(self, directory: str, device: str | None = None, max_length: int = 512, dtype: Any = None):
+        check_reward_dir(directory)
+        self.directory = directory
+        self.meta = read_meta(directory)
+        self.tokenizer = load_tokenizer(directory)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = RewardModel(load_model(directory, "reward", dtype=dtype)).to(self.device).eval()
+        self.max_length = max_length
+
+    def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
+        texts = [render(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
+        seqs = encode(self.tokenizer, texts, self.max_length)
+        rewards = score_sequences(self.model, seqs, self.tokenizer.pad_token_id, batch_size, self.device, progress)
+        return torch.tensor(rewards).unsqueeze(1)
+
+
+def check_reward_dir(directory: str) -> None:
+    """A reward model is a directory whose config has one label and a sequence-classification head."""
+    cfg_path = Path(directory) / "config.json"
+    if not Path(directory).is_dir():
+        raise ModelError(f"reward model {directory!r}: no such directory")
+    if not cfg_path.exists():
+        raise ModelError(f"{directory!r} is not a reward model: no config.json")
+    cfg = json.loads(cfg_path.read_text())
+    archs = cfg.get("architectures") or []
+    n_labels = cfg.get("num_labels", len(cfg.get("id2label", {})) or 2)
+    if not any(a.endswith("ForSequenceClassification") for a in archs) or n_labels != 1:
+        raise ModelError(
+            f"{directory!r} is not a reward model: expected a sequence-classification model with one label "
+            f"(architectures {archs}, {n_labels} labels); train one with `rlhfkit train-rm`"
+        )
+
+
+def load_scorer(spec: str, **kwargs: Any):
+    """A reward model or ensemble directory → a scorer."""
+    path = Path(spec)
+    if (path / "heads.safetensors").exists():
+        from .ensemble import EnsembleScorer  # noqa: PLC0415 - optional until ensembles exist
+
+        return EnsembleScorer(spec, **kwargs)
+    if path.is_dir() and (path / META_FILE).exists() and read_meta(spec).get("type") not in (None, "reward-model"):
+        raise ModelError(f"{spec!r} is a {read_meta(spec)['type']} directory, not a reward model")
+    return RewardModelScorer(spec, **kwargs)
+
+
+def _fields(rewards: torch.Tensor, suffix: str = "") -> dict:
+    """One response's fields: the reward, and for ensembles the per-head list and spread."""
+    if rewards.numel() == 1:
+        return {f"reward{suffix}": rewards.item()}
+    return {
+        f"reward{suffix}": rewards.mean().item(),
+        f"rewards{suffix}": rewards.tolist(),
+        f"reward_mean{suffix}": rewards.mean().item(),
+        f"reward_std{suffix}": rewards.std().item(),  # sample std over heads
+    }
+
+
+def score_examples(scorer, examples: Sequence, batch_size: int = 32) -> list[dict]:
+    """Score every response of every record in one batched pass; return the output records."""
+    from .progress import task_progress
+
+    prompts, responses, owners = [], [], []
+    for k, ex in enumerate(examples):
+        if ex.kind == "generation":
+            items = [ex.response]
+        elif ex.kind == "pair":
+            items = [ex.chosen, ex.rejected]
+        else:
+            items = ex.raw["responses"]  # the record's own order, for the output
+        for item in items:
+            prompts.append(ex.prompt)
+            responses.append(item)
+            owners.append(k)
+    with task_progress("score", len(responses)) as advance:
+        all_rewards = scorer.score(prompts, responses, batch_size, progress=advance)
+    out, pos = [], 0
+    for ex in examples:
+        if ex.kind == "generation":
+            out.append(ex.output(**_fields(all_rewards[pos])))
+            pos += 1
+        elif ex.kind == "pair":
+            out.append(ex.output(**_fields(all_rewards[pos], "_chosen"), **_fields(all_rewards[pos + 1], "_rejected")))
+            pos += 2
+        else:
+            n = len(ex.raw["responses"])
+            out.append(ex.output(response_rewards=all_rewards[pos : pos + n].mean(dim=1).tolist()))
+            pos += n
+    return out
