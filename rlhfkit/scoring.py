@@ -1,4 +1,4 @@
-"""Scoring (prompt, response) pairs with a reward model directory (or, later, an ensemble).
+"""Scoring (prompt, response) pairs with a reward model or ensemble directory.
 
 ``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
 K heads for an ensemble, so every stage that reads rewards treats both alike.
@@ -57,12 +57,13 @@ def check_reward_dir(directory: str) -> None:
 def load_scorer(spec: str, **kwargs: Any):
     """A reward model or ensemble directory → a scorer."""
     path = Path(spec)
-    if (path / "heads.safetensors").exists():
-        from .ensemble import EnsembleScorer  # noqa: PLC0415 - optional until ensembles exist
+    kind = read_meta(spec).get("type") if (path / META_FILE).exists() else None
+    if kind == "ensemble":
+        from .ensemble import EnsembleScorer
 
         return EnsembleScorer(spec, **kwargs)
-    if path.is_dir() and (path / META_FILE).exists() and read_meta(spec).get("type") not in (None, "reward-model"):
-        raise ModelError(f"{spec!r} is a {read_meta(spec)['type']} directory, not a reward model")
+    if kind not in (None, "reward-model"):
+        raise ModelError(f"{spec!r} is a {kind} directory, not a reward model or ensemble")
     return RewardModelScorer(spec, **kwargs)
 
 

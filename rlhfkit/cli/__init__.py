@@ -6,7 +6,11 @@ import signal
 
 import typer
 
+from .clean import clean
 from .common import not_implemented
+from .ensemble import ensemble
+from .ppo import ppo
+from .strength import strength
 from .score import score
 from .synth import synth
 from .train_rm import train_rm
@@ -25,12 +29,12 @@ app.command("synth")(synth)
 app.command("validate")(validate)
 app.command("train-rm")(train_rm)
 app.command("score")(score)
+app.command("ensemble")(ensemble)
+app.command("strength")(strength)
+app.command("clean")(clean)
+app.command("ppo")(ppo)
 
 PLANNED = {
-    "ensemble": "Train K reward heads on a frozen backbone, or assemble independently trained reward models.",
-    "strength": "Add per-pair preference strength (mean and std of the ensemble's reward margin).",
-    "clean": "Flip, smooth, re-margin or drop noisy pairs using their strength.",
-    "ppo": "PPO with KL, variance-weighted KL, preference-matching or conditional PM regularisers.",
     "judge": "Pairwise LLM-as-judge through an OpenAI-compatible API, or a reward model as judge.",
     "metrics": "PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
     "simulate": "The papers' theory experiments (variance-aware policies, PM bias).",

@@ -1,0 +1,129 @@
+"""train-rm vs TRL's RewardTrainer: pairs/s of training and peak memory, same model/data/batch/length.
+
+Each trainer runs in its own subprocess (so peak RSS is its own), after one shared warm-up of the
+data. Timing covers the training loop only (model loading and tokenisation excluded on both sides).
+
+    python benchmarks/train_rm.py                        # CPU: minilm, 256 synth pairs, batch 16
+    python benchmarks/train_rm.py --model smollm2-135m --pairs 512 --max-length 256   # e.g. on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def peak_memory_mb() -> float:
+    if torch_cuda():
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def examples(n: int):
+    from rlhfkit import synth
+    from rlhfkit.records import parse_record
+
+    return [parse_record(r) for r in synth.pairs(n, 0.0, seed=0)]
+
+
+def run_rlhfkit(args) -> dict:
+    from rlhfkit.rewards import train as T
+
+    exs = examples(args.pairs)
+    cfg = T.TrainConfig(model=args.model, out=tempfile.mkdtemp(), batch_size=args.batch_size, max_length=args.max_length,
+                        lr=1e-5, epochs=1, save_steps=0, logging_steps=10**9, warmup_ratio=0.0)
+    timings = {}
+    original = T.save_reward_model
+
+    def timed_save(*a, **k):  # the loop ends where saving starts
+        timings["end"] = time.perf_counter()
+        return original(*a, **k)
+
+    T.save_reward_model = timed_save
+    original_prepare = T.epoch_order
+
+    def timed_order(*a, **k):  # the loop starts with the first epoch's batches
+        timings.setdefault("start", time.perf_counter())
+        return original_prepare(*a, **k)
+
+    T.epoch_order = timed_order
+    T.train_reward_model(cfg, exs, progress=False)
+    return {"seconds": timings["end"] - timings["start"], "peak_mb": peak_memory_mb()}
+
+
+def run_trl(args) -> dict:
+    import datasets
+    from transformers import TrainerCallback
+    from trl import RewardConfig, RewardTrainer
+
+    from rlhfkit.models import load_model, load_tokenizer
+    from rlhfkit.rewards.model import render
+
+    tok = load_tokenizer(args.model)
+    model = load_model(args.model, "reward").train()
+    exs = examples(args.pairs)
+    ds = datasets.Dataset.from_list([{"chosen": render(tok, e.prompt, e.chosen), "rejected": render(tok, e.prompt, e.rejected)}
+                                     for e in exs])
+    cfg = RewardConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=args.batch_size, max_length=args.max_length,
+                       num_train_epochs=1, learning_rate=1e-5, save_strategy="no", report_to=[], logging_steps=10**9,
+                       disable_tqdm=True, dataloader_num_workers=0, lr_scheduler_type="cosine",
+                       bf16=torch_cuda(), use_cpu=not torch_cuda(), eos_token=tok.eos_token or tok.sep_token)
+    timings = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *a, **k):
+            timings["start"] = time.perf_counter()
+
+        def on_train_end(self, *a, **k):
+            timings["end"] = time.perf_counter()
+
+    trainer = RewardTrainer(model=model, args=cfg, train_dataset=ds, processing_class=tok, callbacks=[Clock()])
+    trainer.train()
+    return {"seconds": timings["end"] - timings["start"], "peak_mb": peak_memory_mb()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--pairs", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--worker", choices=["rlhfkit", "trl"])
+    args = p.parse_args()
+    if args.worker:
+        result = (run_rlhfkit if args.worker == "rlhfkit" else run_trl)(args)
+        result["pairs_per_s"] = args.pairs / result["seconds"]
+        print(json.dumps(result))
+        return
+    best: dict[str, dict] = {}
+    for _ in range(args.repeats):
+        for worker in ("trl", "rlhfkit"):
+            cmd = [sys.executable, __file__, "--worker", worker, "--model", args.model, "--pairs", str(args.pairs),
+                   "--batch-size", str(args.batch_size), "--max-length", str(args.max_length)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            if worker not in best or r["pairs_per_s"] > best[worker]["pairs_per_s"]:
+                best[worker] = r
+    ratio = best["rlhfkit"]["pairs_per_s"] / best["trl"]["pairs_per_s"]
+    mem = best["rlhfkit"]["peak_mb"] / best["trl"]["peak_mb"]
+    print(json.dumps({"model": args.model, "pairs": args.pairs, "batch_size": args.batch_size, "max_length": args.max_length,
+                      "rlhfkit": best["rlhfkit"], "trl": best["trl"], "speed_ratio": round(ratio, 3),
+                      "peak_memory_ratio": round(mem, 3)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""`rlhfkit ppo`: PPO with KL, variance-weighted KL, preference-matching or conditional PM regularisers."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .common import CONFIG, SEED, apply_config, handle_errors
+
+
+@handle_errors
+def ppo(
+    ctx: typer.Context,
+    policy: str = typer.Option(..., "--policy", help="Initial policy (and frozen reference): alias, directory or hub id."),
+    reward: str = typer.Option(..., "--reward", help="Reward-model dir, ensemble dir, or module:function over (prompt, response)."),
+    prompts: str = typer.Option(..., "--prompts", help="Prompt, generation or pair records (their prompt), or plain text lines."),
+    out: str = typer.Option(..., "--out", "-o", help="Output directory: policy, log.jsonl, samples.jsonl, checkpoints/."),
+    reward_head: Optional[int] = typer.Option(None, "--reward-head", help="Ensemble: optimise head i (default: the heads' mean)."),
+    normalize_reward: bool = typer.Option(False, "--normalize-reward", help="Standardise scores with the reward model's training mean/std."),
+    reward_scale: float = typer.Option(1.0, "--reward-scale", help="Multiply scores (PM RLHF uses r/beta: set 1/beta)."),
+    regularizer: str = typer.Option("kl", "--regularizer", help="kl, var-kl, pm, cpm or none."),
+    beta: float = typer.Option(0.05, "--beta", help="Regulariser weight."),
+    alpha: float = typer.Option(0.3, "--alpha", help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
+    variance_power: float = typer.Option(1.0, "--variance-power", help="var-kl: sigma^p scales the KL (1 or 2)."),
+    adaptive_kl: bool = typer.Option(False, "--adaptive-kl", help="Adapt beta towards --target-kl."),
+    target_kl: float = typer.Option(6.0, "--target-kl"),
+    steps: int = typer.Option(100, "--steps", help="PPO iterations."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Rollouts per iteration."),
+    mini_batch_size: int = typer.Option(8, "--mini-batch-size"),
+    ppo_epochs: int = typer.Option(4, "--ppo-epochs"),
+    lr: float = typer.Option(1.41e-5, "--lr"),
+    critic: str = typer.Option("shared", "--critic", help="shared (value head on the policy) or separate (own copy of the policy)."),
+    critic_lr: Optional[float] = typer.Option(None, "--critic-lr"),
+    vf_coef: float = typer.Option(0.1, "--vf-coef"),
+    clip: float = typer.Option(0.2, "--clip", help="Policy ratio clip."),
+    value_clip: float = typer.Option(0.2, "--value-clip"),
+    gamma: float = typer.Option(1.0, "--gamma"),
+    lam: float = typer.Option(0.95, "--lam"),
+    score_clip: float = typer.Option(5.0, "--score-clip", help="Clip the sequence score to +-this."),
+    max_prompt_length: int = typer.Option(256, "--max-prompt-length"),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    sample_steps: int = typer.Option(10, "--sample-steps", help="Append the batch to samples.jsonl every N steps."),
+    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps (0: never)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
+    dtype: str = typer.Option("auto", "--dtype"),
+    seed: int = SEED,
+    config: Optional[str] = CONFIG,
+) -> None:
+    """Optimise a causal-LM policy against a reward with PPO.
+
+    Token-level PPO (policy, frozen reference, value model, reward): r_t = -beta * pen_t on every
+    response token plus the clipped score on the last; GAE (gamma 1, lambda 0.95); clipped
+    policy and value losses. Writes the policy directory, log.jsonl (reward, KL, entropy,
+    perplexity, length, clip fraction, value loss, approx-KL per step) and samples.jsonl.
+    """
+    from ..io import summary
+    from ..ppo.trainer import PPOConfig, check_config, train_ppo
+    from ..prompts import read_prompts
+
+    values = apply_config(ctx, config, dict(locals()))
+    cfg = PPOConfig(**{k: v for k, v in values.items() if k in PPOConfig.__dataclass_fields__})
+    check_config(cfg)
+    prompt_list = read_prompts(values["prompts"])
+    result = train_ppo(cfg, prompt_list)
+    summary(stage="ppo", out=cfg.out, prompts=len(prompt_list), **result)

@@ -1,0 +1,109 @@
+"""Policy-side pieces: prompt rendering, batched generation, per-token log-probs and values."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from ..records import as_text
+
+
+def render_prompt(tokenizer, prompt: Any) -> str:
+    """The text a policy continues: the chat template with a generation prompt when it has one."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return as_text(prompt)
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Any], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded prompt ids (generation appends on the right), truncated from the left."""
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    try:
+        enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                        add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = sides
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def response_mask(response_ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
+    """1 up to and including the first EOS of each response, 0 after it."""
+    if eos_id is None:
+        return torch.ones_like(response_ids)
+    is_eos = response_ids == eos_id
+    after = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
+    return (~after).long()
+
+
+@torch.no_grad()
+def generate(policy: nn.Module, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
+             temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample responses with the model's KV cache; returns (response ids, response mask)."""
+    eos = tokenizer.eos_token_id
+    out = policy.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
+        do_sample=not greedy, temperature=temperature if not greedy else None, top_p=top_p if not greedy else None,
+        top_k=0 if not greedy else None, pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True,
+    )
+    response = out[:, prompt_ids.shape[1]:]
+    mask = response_mask(response, eos)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return response.masked_fill(mask == 0, pad), mask
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def forward_response(model: nn.Module, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
+                     value_head: nn.Module | None = None, with_entropy: bool = False):
+    """Log-probs of the response tokens (and values, entropy) from one forward pass over prompt+response.
+
+    The distribution is the one sampled from: logits divided by the sampling temperature.
+    """
+    ids = torch.cat([prompt_ids, response_ids], dim=1)
+    mask = torch.cat([prompt_mask, response_mask_], dim=1)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                output_hidden_states=value_head is not None, use_cache=False)
+    p = prompt_ids.shape[1]
+    logits = out.logits[:, p - 1 : -1].float() / temperature  # position t predicts token t + 1
+    logprobs = torch.log_softmax(logits, dim=-1)
+    logp = logprobs.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    values = value_head(out.hidden_states[-1][:, p - 1 : -1]).squeeze(-1).float() if value_head is not None else None
+    entropy = -(logprobs.exp() * logprobs).sum(-1) if with_entropy else None
+    return logp, values, entropy
+
+
+class ValueHead(nn.Module):
+    """A scalar value per position, read from the policy's (or critic's) last hidden state."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float())
+
+
+class Critic(nn.Module):
+    """A separate value model: its own copy of a causal LM's body plus a value head."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+        self.head = ValueHead(body.config.hidden_size)
+
+    def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_) -> torch.Tensor:
+        ids = torch.cat([prompt_ids, response_ids], dim=1)
+        mask = torch.cat([prompt_mask, response_mask_], dim=1)
+        out = self.body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True,
+                        use_cache=False)
+        p = prompt_ids.shape[1]
+        return self.head(out.hidden_states[-1][:, p - 1 : -1]).squeeze(-1)
