@@ -215,8 +215,11 @@ def load_model(name: str | ModelRef, auto: str = "causal-lm", dtype: Any = None,
     """Load (or build, for tiny aliases) a model with an Auto class: causal-lm, reward, or base."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    import torch
+
     ref = name if isinstance(name, ModelRef) else resolve(name)
     quiet_hf()
+    dtype = dtype or torch.float32  # never the checkpoint's half precision by accident: trainers keep fp32 masters
     auto_cls = {"causal-lm": AutoModelForCausalLM, "reward": AutoModelForSequenceClassification, "base": AutoModel}[auto]
     if auto == "reward":
         config_overrides.setdefault("num_labels", 1)

@@ -5,25 +5,36 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .io import InputError, iter_json, read_records, source_name
+from .io import InputError, iter_json, source_name
 
 
 def read_prompts(spec: str) -> list[Any]:
     """Prompts from JSONL records (their `prompt`; HH transcripts give their shared prefix) or,
-    when the first line is not JSON, one prompt per non-blank line of plain text."""
-    first = next(iter_json(spec), None) if spec != "-" else None
-    if first is not None and first[3] is not None and not spec.startswith("hf:"):
-        with open(spec, encoding="utf-8") as fh:  # plain text lines
-            prompts = [line.rstrip("\n") for line in fh if line.strip()]
-        if not prompts:
-            raise InputError(source_name(spec), 1, "empty input: no prompts")
-        return prompts
-    examples, _ = read_records(spec)
-    prompts = [ex.prompt for ex in examples]
-    for ex, p in zip(examples, prompts):
-        if not p:
-            raise InputError(source_name(spec), ex.line, "field 'prompt': empty (a policy needs something to continue)")
+    when the first non-blank line is not JSON, one prompt per non-blank line of plain text."""
+    name = source_name(spec)
+    rows = list(iter_json(spec))  # prompt files are small; this also lets stdin be read once
+    if not rows:
+        raise InputError(name, 1, "empty input: no prompts")
+    if rows[0][3] is not None and rows[0][2] is not None:  # not JSON: plain text, one prompt per line
+        return [raw.decode("utf-8", errors="strict").rstrip("\r\n") for _, _, raw, _ in rows]
+    prompts = []
+    for lineno, obj, raw, err in rows:
+        if err is not None:
+            raise InputError(name, lineno, str(err))
+        ex = _parse(obj, name, lineno)
+        if not ex.prompt:
+            raise InputError(name, lineno, "field 'prompt': empty (a policy needs something to continue)")
+        prompts.append(ex.prompt)
     return prompts
+
+
+def _parse(obj, name, lineno):
+    from .records import RecordError, parse_record
+
+    try:
+        return parse_record(obj)
+    except RecordError as e:
+        raise InputError(name, lineno, str(e)) from None
 
 
 def prompt_key(prompt: Any) -> str:

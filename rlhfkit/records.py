@@ -177,9 +177,9 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
             raise RecordError(f"expected an array, got {_type_name(responses)}", "responses")
         if len(responses) < 2:
             raise RecordError(f"a ranking needs at least 2 responses, got {len(responses)}", "responses")
-        for i, r in enumerate(responses):
-            if not (isinstance(r, str) and r.strip()) and not (_is_messages(r) and r):
-                raise RecordError(f"item {i} is not a non-empty string or message list", "responses")
+        for i, r in enumerate(responses):  # an empty response is a real sample (e.g. an immediate EOS)
+            if not isinstance(r, str) and not _is_messages(r):
+                raise RecordError(f"item {i} is not a string or message list", "responses")
         scores = obj.get("scores")
         if scores is not None:
             if not isinstance(scores, list) or len(scores) != len(responses):

@@ -9,6 +9,7 @@ import typer
 from .clean import clean
 from .common import not_implemented
 from .ensemble import ensemble
+from .generate import generate
 from .ppo import ppo
 from .strength import strength
 from .score import score
@@ -33,6 +34,7 @@ app.command("ensemble")(ensemble)
 app.command("strength")(strength)
 app.command("clean")(clean)
 app.command("ppo")(ppo)
+app.command("generate")(generate)
 
 PLANNED = {
     "judge": "Pairwise LLM-as-judge through an OpenAI-compatible API, or a reward model as judge.",

@@ -1,0 +1,47 @@
+"""`rlhfkit generate`: sample responses from a policy (for judging, metrics and MetaRM meta sets)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .common import OUT, SEED, handle_errors
+
+
+@handle_errors
+def generate(
+    prompts: str = typer.Argument(..., help="Records with a prompt, or plain text lines; '-' for stdin."),
+    policy: str = typer.Option(..., "--policy", help="Policy: alias, directory or hub id."),
+    n: int = typer.Option(1, "--n", help="Responses per prompt."),
+    group: bool = typer.Option(False, "--group", help="One {prompt, responses} record per prompt (a MetaRM meta set) instead of one {prompt, response} per sample."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
+    seed: int = SEED,
+    out: Optional[str] = OUT,
+) -> None:
+    """Sample responses from a policy.
+
+    Writes generation records {prompt, response, policy} (with --group: {prompt, responses,
+    policy}). The chat template is applied when the policy has one.
+    """
+    from ..generation import sample_responses
+    from ..io import UsageError, summary, write_records
+    from ..progress import task_progress
+    from ..prompts import read_prompts
+
+    if n < 1 or (group and n < 2):
+        raise UsageError("--n must be at least 1 (at least 2 with --group)")
+    prompt_list = read_prompts(prompts)
+    with task_progress("generate", len(prompt_list) * n) as advance:
+        responses = sample_responses(policy, prompt_list, n, batch_size, max_new_tokens, temperature, top_p, greedy, seed,
+                                     progress=advance)
+    if group:
+        records = [{"prompt": p, "responses": rs, "policy": policy} for p, rs in zip(prompt_list, responses)]
+    else:
+        records = [{"prompt": p, "response": r, "policy": policy} for p, rs in zip(prompt_list, responses) for r in rs]
+    written = write_records(out, records)
+    summary(stage="generate", policy=policy, prompts=len(prompt_list), written=written, seed=seed)
