@@ -41,3 +41,36 @@ def strength_figure(path: str, means: Sequence[float], stds: Sequence[float], de
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+
+
+def distribution_figure(path: str, series: dict[str, Sequence[float]], xlabel: str) -> None:
+    """Histogram and empirical CDF of one or more sets of values (PM RLHF Figs 5-8)."""
+    plt = _pyplot()
+    fig, (ax_h, ax_c) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, values in series.items():
+        ax_h.hist(values, bins=40, alpha=0.6, label=name)
+        xs = sorted(values)
+        ax_c.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=name)
+    ax_h.set(xlabel=xlabel, ylabel="prompts", title="histogram")
+    ax_c.set(xlabel=xlabel, ylabel="fraction of prompts", title="CDF")
+    ax_c.legend(loc="lower right")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def reward_dist_figure(path: str, pooled: dict[str, Sequence[float]], by_rank: dict[str, Sequence[float]], field: str) -> None:
+    """Reward histograms per prompt group and the mean reward at each rank (Reward Collapse figures)."""
+    plt = _pyplot()
+    fig, (ax_h, ax_r) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, values in pooled.items():
+        ax_h.hist(values, bins=30, alpha=0.6, label=f"{field}={name}")
+    for name, curve in by_rank.items():
+        ax_r.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{field}={name}")
+    ax_h.set(xlabel="reward", ylabel="responses", title="reward distribution")
+    ax_r.set(xlabel="rank (1 = best)", ylabel="mean reward", title="reward by rank")
+    ax_h.legend()
+    ax_r.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

@@ -10,6 +10,8 @@ from .clean import clean
 from .common import not_implemented
 from .ensemble import ensemble
 from .generate import generate
+from .judge import judge
+from .metrics import metrics_app
 from .ppo import ppo
 from .strength import strength
 from .score import score
@@ -24,6 +26,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 
 app.command("synth")(synth)
@@ -35,10 +38,10 @@ app.command("strength")(strength)
 app.command("clean")(clean)
 app.command("ppo")(ppo)
 app.command("generate")(generate)
+app.command("judge")(judge)
+app.add_typer(metrics_app, name="metrics")
 
 PLANNED = {
-    "judge": "Pairwise LLM-as-judge through an OpenAI-compatible API, or a reward model as judge.",
-    "metrics": "PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
     "simulate": "The papers' theory experiments (variance-aware policies, PM bias).",
 }
 

@@ -1,0 +1,42 @@
+"""Sample responses and read back their log-probabilities under the policy and a reference."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from ..models import load_model, load_tokenizer, resolve_dtype
+from ..ppo.policy import encode_prompts, forward_response, generate
+
+
+@torch.no_grad()
+def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: str | None = None, batch_size: int = 16,
+                         max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                         max_prompt_length: int = 256, progress=None) -> list[dict]:
+    """``n`` samples per prompt; each with its text, token ids, length and summed log π (and log π_ref)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype("auto", device)
+    tok = load_tokenizer(policy)
+    model = load_model(policy, "causal-lm", dtype=dtype).to(device).eval()
+    ref_model = load_model(ref, "causal-lm", dtype=dtype).to(device).eval() if ref else None
+    torch.manual_seed(seed)
+    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(n)]
+    samples = []
+    for s in range(0, len(flat), batch_size):
+        chunk = flat[s : s + batch_size]
+        ids, mask = encode_prompts(tok, [p for _, p in chunk], max_prompt_length, device)
+        resp, rmask = generate(model, tok, ids, mask, max_new_tokens, temperature, top_p)
+        logp, _, _ = forward_response(model, ids, mask, resp, rmask, temperature)
+        ref_logp = forward_response(ref_model, ids, mask, resp, rmask, temperature)[0] if ref_model is not None else None
+        texts = tok.batch_decode(resp * rmask + tok.pad_token_id * (1 - rmask), skip_special_tokens=True)
+        for k, (i, p) in enumerate(chunk):
+            m = rmask[k].bool()
+            samples.append({
+                "prompt_index": i, "prompt": p, "response": texts[k], "response_ids": resp[k][m].tolist(),
+                "length": int(m.sum()), "logp": float(logp[k][m].double().sum()),
+                **({"ref_logp": float(ref_logp[k][m].double().sum())} if ref_logp is not None else {}),
+            })
+        if progress is not None:
+            progress(len(chunk))
+    return samples
