@@ -74,3 +74,30 @@ def reward_dist_figure(path: str, pooled: dict[str, Sequence[float]], by_rank: d
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)
+
+
+def returns_figure(path: str, settings: dict[str, dict[str, Sequence[float]]]) -> None:
+    """Histograms of the two policies' returns, one panel per setting (Uncertainty-aware RLHF Figs 3-5)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 3.6), squeeze=False)
+    for ax, (name, series) in zip(axes[0], settings.items()):
+        for label, values in series.items():
+            ax.hist(values, bins=60, alpha=0.6, label=label)
+        ax.set(title=name, xlabel="true return r*·π", ylabel="draws")
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def curves_figure(path: str, xs: Sequence[float], curves: dict[str, Sequence[float]]) -> None:
+    """Policy preference against the true preference (PM RLHF Fig. 2)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, ys in curves.items():
+        ax.plot(xs, ys, label=name, lw=2.5 if name == "pm" else 1.2, color="black" if name == "pm" else None)
+    ax.set(xlabel="true preference p*(y1 > y2)", ylabel="policy preference for y1", title="KL-RLHF vs preference matching")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

@@ -7,7 +7,6 @@ import signal
 import typer
 
 from .clean import clean
-from .common import not_implemented
 from .ensemble import ensemble
 from .generate import generate
 from .judge import judge
@@ -15,6 +14,7 @@ from .metrics import metrics_app
 from .ppo import ppo
 from .strength import strength
 from .score import score
+from .simulate import simulate_app
 from .synth import synth
 from .train_rm import train_rm
 from .validate import validate
@@ -40,25 +40,7 @@ app.command("ppo")(ppo)
 app.command("generate")(generate)
 app.command("judge")(judge)
 app.add_typer(metrics_app, name="metrics")
-
-PLANNED = {
-    "simulate": "The papers' theory experiments (variance-aware policies, PM bias).",
-}
-
-
-def _register_planned(name: str, help_text: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        not_implemented(name)
-
-    app.command(
-        name,
-        help=help_text + " (not implemented yet)",
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )(command)
-
-
-for _name, _help in PLANNED.items():
-    _register_planned(_name, _help)
+app.add_typer(simulate_app, name="simulate")
 
 
 def main() -> None:

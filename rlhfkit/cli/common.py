@@ -38,11 +38,6 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def not_implemented(name: str) -> None:
-    sys.stderr.write(f"rlhfkit {name}: not implemented yet\n")
-    raise typer.Exit(1)
-
-
 CONFIG = typer.Option(None, "--config", help="YAML file whose keys are flag names; flags given on the command line win.")
 
 
