@@ -22,8 +22,10 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval-alp
 
 
 def rlhfkit(*args: str) -> tuple[str, dict]:
+    """stdout, and the stage's JSON summary (its last stderr line) when it has one."""
     p = subprocess.run([sys.executable, "-m", "rlhfkit", *args], capture_output=True, text=True, check=True)
-    return p.stdout, json.loads(p.stderr.strip().splitlines()[-1])
+    last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
+    return p.stdout, json.loads(last) if last.startswith("{") else {}
 
 
 def write(path: Path, rows) -> None:
@@ -52,9 +54,12 @@ def main() -> None:
     write(out / "davinci003.jsonl", [{"id": f"t{i}", "prompt": r["instruction"], "response": r["output_1"]} for i, r in enumerate(test_rows)])
     write(out / "alpaca7b.jsonl", [{"id": f"t{i}", "prompt": r["instruction"], "response": r["output_2"]} for i, r in enumerate(test_rows)])
 
-    _, tr = rlhfkit("train-rm", str(out / "train.jsonl"), "--model", a.model, "--out", str(out / "rm"), "--lr", "3e-5",
-                    "--batch-size", "16", "--epochs", a.epochs, "--warmup-ratio", "0.1", "--max-length", a.max_length,
-                    "--save-steps", "0", "--seed", "0")
+    if (out / "rm" / "rlhfkit.json").exists():  # already trained by an earlier run of this script
+        tr = {"steps": json.loads((out / "rm" / "rlhfkit.json").read_text())["config"].get("max_steps")}
+    else:
+        _, tr = rlhfkit("train-rm", str(out / "train.jsonl"), "--model", a.model, "--out", str(out / "rm"), "--lr", "3e-5",
+                        "--batch-size", "16", "--epochs", a.epochs, "--warmup-ratio", "0.1", "--max-length", a.max_length,
+                        "--save-steps", "0", "--seed", "0")
     acc, _ = rlhfkit("metrics", "accuracy", str(out / "test.jsonl"), "--reward", str(out / "rm"), "--subset-field", "subset")
     _, judged = rlhfkit("judge", str(out / "davinci003.jsonl"), str(out / "alpaca7b.jsonl"), "--reward", str(out / "rm"),
                         "--out", str(out / "judged.jsonl"))
@@ -66,7 +71,7 @@ def main() -> None:
     gpt4_prefers_davinci = sum(r["preference"] == 1 for r in test_rows) / len(test_rows)
     accuracy = json.loads(acc)
     result = {"train_pairs": half, "test_pairs": len(rows) - half, "model": a.model,
-              "train_steps": tr["steps"], "heldout_accuracy_vs_gpt4": accuracy["overall"],
+              "train_steps": tr.get("steps"), "heldout_accuracy_vs_gpt4": accuracy["overall"],
               "accuracy_by_subset": {k: round(v["accuracy"], 4) for k, v in accuracy["subsets"].items()},
               "reward_judge_mean": {k: round(v["mean"], 4) for k, v in ((Path(f).stem, s) for f, s in judged["files"].items())},
               "reward_judge_std": {k: round(v["std"], 4) for k, v in ((Path(f).stem, s) for f, s in judged["files"].items())},

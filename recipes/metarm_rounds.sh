@@ -20,7 +20,7 @@ PPO_FLAGS=${PPO_FLAGS:---batch-size 8 --mini-batch-size 4 --max-new-tokens 32 --
 RM_FLAGS=${RM_FLAGS:---lr 1e-5 --batch-size 8 --save-steps 0}
 META_K=${META_K:-4}
 
-run() { echo "+ $*" >&2; if [ -z "${DRY_RUN:-}" ]; then "$@"; fi; }
+source "$(dirname "$0")/_common.sh"
 
 run mkdir -p "$OUT"
 if [ ! -f "$PAIRS" ]; then run rlhfkit synth --n 200 --seed 0 --out "$PAIRS"; fi

@@ -12,6 +12,7 @@ from .generate import generate
 from .judge import judge
 from .metrics import metrics_app
 from .ppo import ppo
+from .prompts import prompts
 from .strength import strength
 from .score import score
 from .simulate import simulate_app
@@ -38,6 +39,7 @@ app.command("strength")(strength)
 app.command("clean")(clean)
 app.command("ppo")(ppo)
 app.command("generate")(generate)
+app.command("prompts")(prompts)
 app.command("judge")(judge)
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(simulate_app, name="simulate")

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Reproduces "Secrets of RLHF in Large Language Models Part II: Reward Modeling" (Wang et al., 2024):
+# preference strength from an ensemble of M = 10 reward models trained on the same data in
+# different orders; reward models trained on raw / Flip / Margin / Flip+Margin / Soft+Margin data;
+# contrastive (SimCSE, SwAV) reward models; MetaRM rounds; GPT-4 as pairwise judge.
+# Paper settings: Llama-2-7B reward models on Anthropic HH-RLHF; PPO actor lr 5e-7, critic lr
+# 1.5e-6, batch 32, temperature 0.8, top-p 0.9, no KL; 100 prompts per judged set.
+# Hardware: 8x A100 80 GB; about 2 hours per 7B reward model (~40 hours in all). OPENAI_API_KEY for the judge.
+#   bash recipes/secrets_rm.sh                 DRY_RUN=1 bash recipes/secrets_rm.sh
+set -euo pipefail
+source "$(dirname "$0")/_common.sh"
+OUT=${OUT:-runs/secrets_rm}
+MODEL=${MODEL:-meta-llama/Llama-2-7b-hf}
+POLICY=${POLICY:-meta-llama/Llama-2-7b-chat-hf}
+TRAIN=${TRAIN:-hf:Anthropic/hh-rlhf:train}
+TEST=${TEST:-hf:Anthropic/hh-rlhf:test}
+MEMBERS=${MEMBERS:-10}
+JUDGE=${JUDGE:-gpt-4}
+RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps 500}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 --batch-size 32 --mini-batch-size 8 --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --steps 400}
+
+run mkdir -p "$OUT"
+members=()
+for m in $(seq 0 $((MEMBERS - 1))); do
+  launch train-rm "$TRAIN" --model "$MODEL" --seed "$m" $RM_FLAGS --out "$OUT/member-$m"
+  members+=(--members "$OUT/member-$m")
+done
+run rlhfkit ensemble "${members[@]}" --out "$OUT/ensemble"
+run rlhfkit strength "$TRAIN" --ensemble "$OUT/ensemble" --plot "$OUT/strength.png" --out "$OUT/strength.jsonl"
+run rlhfkit clean "$OUT/strength.jsonl" --flip --out "$OUT/flip.jsonl"
+run rlhfkit clean "$OUT/strength.jsonl" --margin --out "$OUT/margin.jsonl"
+run rlhfkit clean "$OUT/strength.jsonl" --flip --margin --out "$OUT/flip-margin.jsonl"
+run rlhfkit clean "$OUT/strength.jsonl" --smooth 0.3 --margin --out "$OUT/soft-margin.jsonl"
+run rlhfkit prompts "$TEST" --kind extract --limit 100 --out "$OUT/judge-prompts.jsonl"
+for variant in raw flip margin flip-margin soft-margin simcse swav; do
+  case $variant in
+    raw) data="$TRAIN"; extra="" ;;
+    simcse) data="$TRAIN"; extra="--contrastive simcse --contrastive-features diff --batch-size 16" ;;
+    swav) data="$TRAIN"; extra="--contrastive swav --contrastive-features diff --batch-size 16" ;;
+    *) data="$OUT/$variant.jsonl"; extra="" ;;
+  esac
+  launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra --eval "$TEST" --out "$OUT/rm-$variant"
+  run_to "$OUT/accuracy-$variant.json" rlhfkit metrics accuracy "$TEST" --reward "$OUT/rm-$variant"
+  run rlhfkit ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" $PPO_FLAGS --out "$OUT/policy-$variant"
+  run rlhfkit generate "$OUT/judge-prompts.jsonl" --policy "$OUT/policy-$variant" --max-new-tokens 256 \
+    --temperature 0.8 --top-p 0.9 --out "$OUT/gens-$variant.jsonl"
+done
+run env OUT="$OUT/metarm" PAIRS="$OUT/flip.jsonl" PROMPTS="$OUT/judge-prompts.jsonl" POLICY="$POLICY" RM_BASE="$MODEL" ROUNDS=3 \
+  bash "$(dirname "$0")/metarm_rounds.sh"
+for variant in flip margin flip-margin soft-margin simcse swav; do
+  run rlhfkit judge "$OUT/gens-$variant.jsonl" "$OUT/gens-raw.jsonl" --judge-model "$JUDGE" --concurrency 16 \
+    --out "$OUT/judged-$variant.jsonl"
+  run_to "$OUT/winrate-$variant.json" rlhfkit metrics winrate "$OUT/judged-$variant.jsonl"
+done
+echo "done: accuracy-*.json (reward models) and winrate-*.json (policies vs the raw-data baseline)" >&2
