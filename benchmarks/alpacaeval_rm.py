@@ -14,22 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
+from _run import rlhfkit, write_jsonl as write
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpacaeval-alpaca7b-gpt4-annotations.json"
-
-
-def rlhfkit(*args: str) -> tuple[str, dict]:
-    """stdout, and the stage's JSON summary (its last stderr line) when it has one."""
-    p = subprocess.run([sys.executable, "-m", "rlhfkit", *args], capture_output=True, text=True, check=True)
-    last = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else ""
-    return p.stdout, json.loads(last) if last.startswith("{") else {}
-
-
-def write(path: Path, rows) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def main() -> None:

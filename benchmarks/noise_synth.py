@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-
-def rlhfkit(*args: str, stdin: str | None = None) -> tuple[str, dict]:
-    p = subprocess.run([sys.executable, "-m", "rlhfkit", *args], input=stdin, capture_output=True, text=True, check=True)
-    return p.stdout, json.loads(p.stderr.strip().splitlines()[-1])
+from _run import rlhfkit
 
 
 def main() -> None:

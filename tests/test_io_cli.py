@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import cli, cli_proc, last_json_line, read_jsonl, write_jsonl
+from conftest import cli, last_json_line, read_jsonl, write_jsonl
 
 GOOD = {"prompt": "p", "chosen": "a", "rejected": "b"}
 

@@ -1,6 +1,5 @@
 """`judge` against a local fake OpenAI-compatible server: verdicts, retries, cache, resume, secrets."""
 
-import json
 import os
 import signal
 import subprocess

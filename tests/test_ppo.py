@@ -9,7 +9,7 @@ import torch
 from rlhfkit.ppo import core
 from rlhfkit.ppo.policy import response_mask
 
-from conftest import cli, last_json_line, read_jsonl, write_jsonl
+from conftest import cli, read_jsonl, write_jsonl
 
 
 def t(*rows):

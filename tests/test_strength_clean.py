@@ -1,7 +1,6 @@
 """Ensembles, preference strength and cleaning (METHODS.md §2-3)."""
 
 import importlib.util
-import json
 
 import pytest
 import torch

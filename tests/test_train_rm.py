@@ -13,7 +13,6 @@ import torch
 
 from rlhfkit import synth
 from rlhfkit.models import load_model, load_tokenizer
-from rlhfkit.records import parse_record
 from rlhfkit.rewards import losses
 from rlhfkit.rewards.model import RewardModel, encode, pad_batch, render
 from rlhfkit.rewards.train import TrainConfig, TrainModule, meta_step, set_dropout
