@@ -108,3 +108,24 @@ def test_help_lists_every_subcommand():
     r = cli("--help")
     for name in ["train-rm", "ensemble", "strength", "clean", "ppo", "judge", "metrics", "score", "synth", "simulate"]:
         assert name in r.stdout
+
+
+def test_validate_streams_large_inputs(tmp_path):
+    """Memory stays flat: validating 20x more records does not take 20x more memory."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.jsonl"
+    with big.open("w") as fh:
+        for i in range(200_000):
+            fh.write(json.dumps({"prompt": "p" * 50, "chosen": f"a{i}" * 20, "rejected": "b" * 40}) + "\n")
+    code = ("import resource, sys; from rlhfkit.cli import main; sys.argv = ['rlhfkit', 'validate', sys.argv[1], '--out', "
+            "sys.argv[2]]\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(big.read_text().splitlines(keepends=True)[:10_000]))
+    rss = {}
+    for name, path in (("small", small), ("big", big)):
+        p = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / f"{name}.out")], capture_output=True, text=True)
+        rss[name] = int(p.stderr.strip().splitlines()[-1])
+    assert rss["big"] < rss["small"] * 1.5, rss  # the big file is 20x larger (~40 MB of records)

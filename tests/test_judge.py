@@ -104,6 +104,9 @@ def test_resume_after_kill_repeats_no_finished_request(tmp_path):
         answered = s["cached_answers"]
         assert answered >= 10  # the killed run's finished answers were kept
         assert server.requests - before == 80 - answered  # and none of them was asked again
+        again = server.requests
+        assert _judge(server, a, b, tmp_path / "again.jsonl", cache).returncode == 0
+        assert server.requests == again  # a finished run, rerun, makes zero requests
     assert [r["verdict"] for r in read_jsonl(out)] == ["A", "B"] * 20
 
 

@@ -232,3 +232,24 @@ def test_metarm_rounds_recipe_runs_on_tiny_models(tmp_path):
     assert all(len(r["responses"]) == 2 for r in meta)
     assert (tmp_path / "m" / "rm-1" / "model.safetensors").exists()
     assert (tmp_path / "m" / "policy-final" / "model.safetensors").exists()
+
+
+def test_separate_critic_starts_from_the_reward_model_when_it_reads_the_same_tokens(tmp_path):
+    from rlhfkit import synth
+    from rlhfkit.ppo.trainer import PPOConfig, PPOTrainer
+
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(20, 0.0, seed=0))
+    assert cli("train-rm", data, "--model", "tiny-gpt", "--out", tmp_path / "rm", "--max-steps", 2, "--save-steps", 0,
+               "--lr", 1e-2).exit_code == 0
+    trainer = PPOTrainer(PPOConfig(policy="tiny-gpt", reward=str(tmp_path / "rm"), out=str(tmp_path / "o"), critic="separate"))
+    from transformers import AutoModelForSequenceClassification
+
+    rm = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm")
+    assert trainer.critic.initialised_from == str(tmp_path / "rm")
+    assert torch.equal(trainer.critic.head.linear.weight.cpu(), rm.score.weight)
+    body = dict(trainer.critic.body.named_parameters())
+    assert torch.equal(body["h.0.attn.c_attn.weight"].cpu(), rm.transformer.h[0].attn.c_attn.weight)
+    # an encoder reward model sees later tokens, so it cannot be a critic: the critic copies the policy
+    assert cli("train-rm", data, "--model", "tiny-bert", "--out", tmp_path / "rm-bert", "--max-steps", 1, "--save-steps", 0).exit_code == 0
+    other = PPOTrainer(PPOConfig(policy="tiny-gpt", reward=str(tmp_path / "rm-bert"), out=str(tmp_path / "o2"), critic="separate"))
+    assert other.critic.initialised_from == "tiny-gpt"

@@ -22,9 +22,17 @@ def validate(
     Reads pair, ranking, generation or prompt records; writes them unchanged plus `id` where a
     record had none; counts per kind go to the summary line.
     """
-    from ..io import read_records, summary, write_records
+    from ..io import RecordReader, summary, write_bytes_atomic, write_records
 
-    examples, stats = read_records(data, on_error=on_error, rejects=rejects)
-    write_records(out, (ex.output() for ex in examples))
-    kinds = Counter(ex.kind for ex in examples)
-    summary(stage="validate", read=stats.read, skipped=stats.skipped, kinds=dict(kinds))
+    reader = RecordReader(data, on_error=on_error)  # streams: memory stays flat however long the file
+    kinds: Counter = Counter()
+
+    def checked():
+        for ex in reader:
+            kinds[ex.kind] += 1
+            yield ex.output()
+
+    write_records(out, checked())
+    if rejects:
+        write_bytes_atomic(rejects, b"".join(reader.stats.rejected_lines))
+    summary(stage="validate", read=reader.stats.read, skipped=reader.stats.skipped, kinds=dict(kinds))

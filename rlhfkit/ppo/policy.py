@@ -93,7 +93,8 @@ class ValueHead(nn.Module):
 
 
 class Critic(nn.Module):
-    """A separate value model: its own copy of a causal LM's body plus a value head."""
+    """A separate value model: a transformer body (a copy of the policy, or the reward model's)
+    plus a value head."""
 
     def __init__(self, body: nn.Module):
         super().__init__()

@@ -110,12 +110,36 @@ class PPOTrainer:
                       {"params": self.value_head.parameters(), "lr": cfg.critic_lr or cfg.lr}]
         else:
             self.value_head = None
-            self.critic = Critic(copy.deepcopy(self.policy)).to(self.device)
+            self.critic = self._separate_critic().to(self.device)
             params = [{"params": self.policy.parameters(), "lr": cfg.lr},
                       {"params": self.critic.parameters(), "lr": cfg.critic_lr or cfg.lr}]
         self.optimizer = torch.optim.AdamW(params, eps=1e-5)
         self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
         self.beta = cfg.beta
+
+    def _separate_critic(self) -> Critic:
+        """A critic initialised from the reward model when it is a decoder (values must not see later
+        tokens) that reads the policy's tokens (same vocabulary): its body and score head become the
+        value model. Otherwise a copy of the policy."""
+        from transformers import AutoConfig
+
+        from ..models import is_encoder, read_meta
+
+        rm_dir = self.cfg.reward
+        if os.path.isdir(rm_dir) and read_meta(rm_dir).get("type", "reward-model") == "reward-model":
+            decoder = not is_encoder(AutoConfig.from_pretrained(rm_dir))
+            if decoder and load_tokenizer(rm_dir).get_vocab() == self.tokenizer.get_vocab():
+                rm = load_model(rm_dir, "reward")
+                critic = Critic(rm.base_model)
+                with torch.no_grad():
+                    critic.head.linear.weight.copy_(rm.score.weight)
+                    if getattr(rm.score, "bias", None) is not None:
+                        critic.head.linear.bias.copy_(rm.score.bias)
+                critic.initialised_from = rm_dir
+                return critic
+        critic = Critic(copy.deepcopy(self.policy))
+        critic.initialised_from = self.cfg.policy
+        return critic
 
     # -------------------------------------------------------------- pieces, each timed by the benchmark
 
