@@ -1,13 +1,13 @@
 """PM RLHF at CPU scale: KL-RLHF vs conditional preference matching (cpm) PPO on smollm2-135m.
 
 A minilm reward model is trained on synth film-review pairs; the policy (SmolLM2-135M-Instruct)
-is tuned against it with PPO for a few steps, once with the KL regulariser and once with cpm
+is tuned against it with PPO for a few steps (2 epochs per batch, to fit a CPU), once with the KL regulariser and once with cpm
 (β = 1, the theory's case; α = 0.3); then PM divergence (β = 1) and generation metrics are
 measured on held-out prompts. The paper's claim: cpm lowers the PM divergence (1.16 → 0.68 for
 OPT-1.3B). At this scale (a dozen PPO steps) expect small differences; the command shows the
 pipeline and the measurement, not the paper's effect size.
 
-    python benchmarks/repro_pm_rlhf.py [--steps 12] [--out bench-out/repro_pm_rlhf]
+    python benchmarks/repro_pm_rlhf.py [--steps 8] [--out bench-out/repro_pm_rlhf]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", default="smollm2-135m")
     ap.add_argument("--rm-model", default="minilm")
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--out", default="bench-out/repro_pm_rlhf")
     a = ap.parse_args()
@@ -36,7 +36,7 @@ def main() -> None:
                 "--batch-size", 16, "--warmup-ratio", 0.1, "--save-steps", 0)
     write_jsonl(out / "train-prompts.jsonl", [{"prompt": r["prompt"]} for r in read_jsonl(out / "pairs.jsonl")[:64]])
     write_jsonl(out / "test-prompts.jsonl", [{"prompt": r["prompt"]} for r in read_jsonl(out / "test.jsonl")[: a.prompts]])
-    ppo = ["--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 24, "--lr", "5e-6", "--beta", 1.0,
+    ppo = ["--batch-size", 8, "--mini-batch-size", 4, "--ppo-epochs", 2, "--max-new-tokens", 24, "--lr", "5e-6", "--beta", 1.0,
            "--top-p", 0.9, "--steps", a.steps, "--save-steps", 0, "--seed", 0]
     result: dict = {"policy": a.policy, "steps": a.steps, "beta": 1.0, "alpha": 0.3}
     for name, extra in (("kl", ["--regularizer", "kl"]), ("cpm", ["--regularizer", "cpm", "--alpha", 0.3])):
