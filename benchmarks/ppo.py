@@ -30,7 +30,6 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=3)
     args = ap.parse_args()
 
-    from rlhfkit.ppo import core
     from rlhfkit.ppo.policy import encode_prompts, forward_response, generate
     from rlhfkit.ppo.rewards import FunctionReward
     from rlhfkit.ppo.trainer import PPOConfig, PPOTrainer
@@ -71,7 +70,6 @@ def main() -> None:
                       "max_new_tokens": args.max_new_tokens, "ppo_epochs": 1,
                       **{k: round(v, 4) for k, v in best.items()},
                       "ratio_all_iterations": [round(r["ratio"], 3) for r in rows]}, indent=1))
-    del core
 
 
 if __name__ == "__main__":

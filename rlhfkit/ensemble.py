@@ -24,7 +24,7 @@ from .io import UsageError
 from .models import ModelError, is_encoder, load_model, load_tokenizer, read_meta, write_meta
 from .records import Example
 from .rewards.losses import pair_loss
-from .rewards.model import encode, last_token_index, pad_batch, render
+from .rewards.model import encode, last_token_index, length_sorted_batches, render
 
 POOLINGS = ("mean", "cls", "last")
 
@@ -73,11 +73,8 @@ class Backbone:
     def features(self, texts: Sequence[str], batch_size: int = 32, progress=None) -> torch.Tensor:
         """N x hidden features, computed in length-sorted batches (little padding)."""
         seqs = encode(self.tokenizer, texts, self.max_length)
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out = torch.empty(len(seqs), self.hidden_size)
-        for s in range(0, len(order), batch_size):
-            idx = order[s : s + batch_size]
-            ids, mask = pad_batch([seqs[i] for i in idx], self.tokenizer.pad_token_id, self.device)
+        for idx, ids, mask in length_sorted_batches(seqs, batch_size, self.tokenizer.pad_token_id, self.device):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
             out[idx] = pool(hidden, mask, self.pooling).float().cpu()
             if progress is not None:

@@ -17,8 +17,6 @@ from typing import Any
 PAIR, RANKING, GENERATION, PROMPT = "pair", "ranking", "generation", "prompt"
 HH_ASSISTANT = "\n\nAssistant:"
 
-Text = "str | list[dict]"  # a plain string or a list of {"role", "content"} messages
-
 
 class RecordError(ValueError):
     """A record breaks the contract; ``field`` names the offending key when there is one."""

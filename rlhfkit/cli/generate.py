@@ -28,7 +28,7 @@ def generate(
     Writes generation records {prompt, response, policy} (with --group: {prompt, responses,
     policy}). The chat template is applied when the policy has one.
     """
-    from ..generation import sample_responses
+    from ..metrics.sampling import sample_with_logprobs
     from ..io import UsageError, summary, write_records
     from ..progress import task_progress
     from ..prompts import read_prompts
@@ -37,8 +37,11 @@ def generate(
         raise UsageError("--n must be at least 1 (at least 2 with --group)")
     prompt_list = read_prompts(prompts)
     with task_progress("generate", len(prompt_list) * n) as advance:
-        responses = sample_responses(policy, prompt_list, n, batch_size, max_new_tokens, temperature, top_p, greedy, seed,
-                                     progress=advance)
+        samples = sample_with_logprobs(policy, prompt_list, n, None, batch_size, max_new_tokens, temperature, top_p,
+                                       seed, progress=advance, logprobs=False, greedy=greedy)
+    responses: list[list[str]] = [[] for _ in prompt_list]
+    for sample in samples:
+        responses[sample["prompt_index"]].append(sample["response"])
     if group:
         records = [{"prompt": p, "responses": rs, "policy": policy} for p, rs in zip(prompt_list, responses)]
     else:

@@ -13,8 +13,10 @@ from ..ppo.policy import encode_prompts, forward_response, generate
 @torch.no_grad()
 def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: str | None = None, batch_size: int = 16,
                          max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                         max_prompt_length: int = 256, progress=None) -> list[dict]:
-    """``n`` samples per prompt; each with its text, token ids, length and summed log π (and log π_ref)."""
+                         max_prompt_length: int = 256, progress=None, logprobs: bool = True,
+                         greedy: bool = False) -> list[dict]:
+    """``n`` samples per prompt, in prompt order; each with its text, token ids, length and (with
+    ``logprobs``) summed log π, and log π_ref when ``ref`` is given."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype("auto", device)
     tok = load_tokenizer(policy)
@@ -26,17 +28,19 @@ def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: s
     for s in range(0, len(flat), batch_size):
         chunk = flat[s : s + batch_size]
         ids, mask = encode_prompts(tok, [p for _, p in chunk], max_prompt_length, device)
-        resp, rmask = generate(model, tok, ids, mask, max_new_tokens, temperature, top_p)
-        logp, _, _ = forward_response(model, ids, mask, resp, rmask, temperature)
+        resp, rmask = generate(model, tok, ids, mask, max_new_tokens, temperature, top_p, greedy)
+        logp = forward_response(model, ids, mask, resp, rmask, temperature)[0] if logprobs else None
         ref_logp = forward_response(ref_model, ids, mask, resp, rmask, temperature)[0] if ref_model is not None else None
-        texts = tok.batch_decode(resp * rmask + tok.pad_token_id * (1 - rmask), skip_special_tokens=True)
+        texts = tok.batch_decode(resp, skip_special_tokens=True)  # generate() padded after EOS
         for k, (i, p) in enumerate(chunk):
             m = rmask[k].bool()
-            samples.append({
-                "prompt_index": i, "prompt": p, "response": texts[k], "response_ids": resp[k][m].tolist(),
-                "length": int(m.sum()), "logp": float(logp[k][m].double().sum()),
-                **({"ref_logp": float(ref_logp[k][m].double().sum())} if ref_logp is not None else {}),
-            })
+            sample = {"prompt_index": i, "prompt": p, "response": texts[k], "response_ids": resp[k][m].tolist(),
+                      "length": int(m.sum())}
+            if logp is not None:
+                sample["logp"] = float(logp[k][m].double().sum())
+            if ref_logp is not None:
+                sample["ref_logp"] = float(ref_logp[k][m].double().sum())
+            samples.append(sample)
         if progress is not None:
             progress(len(chunk))
     return samples

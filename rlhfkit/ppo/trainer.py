@@ -160,8 +160,7 @@ class PPOTrainer:
         with _timer(t, "generate"):
             response, mask = generate(self.policy, self.tokenizer, prompt_ids, prompt_mask, cfg.max_new_tokens,
                                       cfg.temperature, cfg.top_p)
-        texts = self.tokenizer.batch_decode(response * mask + self.tokenizer.pad_token_id * (1 - mask),
-                                            skip_special_tokens=True)
+        texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)  # generate() padded after EOS
         with _timer(t, "reward"):
             score, sigma = self.reward(prompts, texts)
         with torch.no_grad():

@@ -83,18 +83,24 @@ class RewardModel(nn.Module):
         return _hf(self.hf).score(features)[:, 0].float(), features
 
 
+def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int, pad_id: int, device: Any = None):
+    """Yield (indices, ids, mask) over ``seqs`` longest first, so each batch wastes little padding."""
+    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        ids, mask = pad_batch([seqs[i] for i in idx], pad_id, device)
+        yield idx, ids, mask
+
+
 @torch.inference_mode()
 def score_sequences(
     model: RewardModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
     device: Any = None, progress: Any = None,
 ) -> list[float]:
-    """Rewards for token sequences, batched by length (longest first) to waste little padding."""
+    """Rewards for token sequences, in length-sorted batches."""
     device = device or next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
     out = [0.0] * len(seqs)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        ids, mask = pad_batch([seqs[i] for i in idx], pad_id, device)
+    for idx, ids, mask in length_sorted_batches(seqs, batch_size, pad_id, device):
         rewards, _ = model(ids, mask)
         for i, r in zip(idx, rewards.tolist()):
             out[i] = r

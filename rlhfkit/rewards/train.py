@@ -275,6 +275,7 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     else:
         data = ranking_data(examples, tok, cfg.max_length, cfg.utility, source, cfg.open_utility, cfg.closed_utility)
     meta = meta_data(meta_examples, tok, cfg.max_length) if meta_examples else None
+    eval_set = evaluation_data(eval_examples, tok, cfg) if eval_examples else None
     lengths = [data.length(i) for i in range(len(data))] if cfg.group_by_length else None
 
     batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
@@ -351,7 +352,7 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
                     entry = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                              **{k: sum(v) / len(v) for k, v in window.items()}}
                     if cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
-                        entry["eval_accuracy"] = evaluate(accelerator.unwrap_model(module).rm, tok, eval_examples, cfg)
+                        entry["eval_accuracy"] = evaluate(accelerator.unwrap_model(module).rm, pad_id, eval_set)
                     if accelerator.is_main_process:
                         with log_path.open("a") as fh:
                             fh.write(json.dumps(entry) + "\n")
@@ -367,28 +368,33 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     rm.eval()
     summary: dict[str, Any] = {"steps": step, "stopped_early": stopped_early}
     if eval_examples:
-        summary["eval_accuracy"] = evaluate(rm, tok, eval_examples, cfg)
+        summary["eval_accuracy"] = evaluate(rm, pad_id, eval_set)
     if accelerator.is_main_process:
         summary.update(save_reward_model(rm, tok, cfg, examples))
     return summary
 
 
-def evaluate(rm: RewardModel, tok, examples: Sequence[Example], cfg: TrainConfig) -> float:
-    """Strict pairwise accuracy (r_better > r_worse) on pairs or ranking pairs."""
+def evaluation_data(examples: Sequence[Example], tok, cfg: TrainConfig) -> PairData | RankingData:
+    """Held-out records tokenised once for every evaluation of the run."""
+    if examples[0].kind == "pair":
+        return pair_data(examples, tok, cfg.max_length)
+    return ranking_data(examples, tok, cfg.max_length, "x", "")
+
+
+def evaluate(rm: RewardModel, pad_id: int, data: PairData | RankingData) -> float:
+    """Strict pairwise accuracy (r_better > r_worse) on pairs or ranking pairs, one scoring pass."""
     was_training = rm.training
     rm.eval()
-    pad = tok.pad_token_id
-    if examples[0].kind == "pair":
-        d = pair_data(examples, tok, cfg.max_length)
-        rc = score_sequences(rm, d.chosen, pad)
-        rr = score_sequences(rm, d.rejected, pad)
-        correct = [a > b for a, b in zip(rc, rr)]
+    if isinstance(data, PairData):
+        r = score_sequences(rm, data.chosen + data.rejected, pad_id)
+        n = len(data)
+        correct = [a > b for a, b in zip(r[:n], r[n:])]
     else:
-        d = ranking_data(examples, tok, cfg.max_length, "x", "")
-        correct = []
-        for seqs, pairs in zip(d.responses, d.pairs):
-            r = score_sequences(rm, seqs, pad)
-            correct.extend(r[a] > r[b] for a, b in pairs)
+        r = score_sequences(rm, [s for seqs in data.responses for s in seqs], pad_id)
+        correct, offset = [], 0
+        for seqs, pairs in zip(data.responses, data.pairs):
+            correct.extend(r[offset + a] > r[offset + b] for a, b in pairs)
+            offset += len(seqs)
     rm.train(was_training)
     return sum(correct) / max(1, len(correct))
 
