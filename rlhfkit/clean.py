@@ -59,16 +59,16 @@ def decide(means: Sequence[float], rules: Rules) -> list[str]:
 
 
 def apply(record: dict, action: str, rules: Rules) -> dict:
-    """The record as cleaned: chosen/rejected swapped and strength negated on flip, `label` on
-    smooth, `margin` when asked; `clean_action` records what was done."""
+    """The record as cleaned: chosen/rejected swapped and strength negated on flip (`label` kept),
+    `label` on smooth, `margin` when asked; `clean_action` records what was done."""
     out = dict(record)
     if action == FLIP:
         out["chosen"], out["rejected"] = record["rejected"], record["chosen"]
         out["strength_mean"] = -record["strength_mean"]
         if "strength_margins" in record:
             out["strength_margins"] = [-d for d in record["strength_margins"]]
-        if "label" in record:
-            out["label"] = 1.0 - record["label"]
+        # `label` stays: it is P(chosen is better), and after the swap the corrected order is what it
+        # states; 1 − label would state the original order again and undo the flip under a soft-label loss
         for a, b in (("gold_chosen", "gold_rejected"), ("reward_chosen", "reward_rejected")):
             if a in record and b in record:
                 out[a], out[b] = record[b], record[a]

@@ -24,17 +24,17 @@ from .io import UsageError
 from .models import ModelError, is_encoder, load_model, load_tokenizer, read_meta, write_meta
 from .records import Example
 from .rewards.losses import pair_loss
-from .rewards.model import encode, last_token_index, length_sorted_batches, render
+from .rewards.model import capture_head_input, encode, head_linear, last_token_index, length_sorted_batches, render
 
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "cls", "last", "head")
 
 
 def default_pooling(model_or_config, from_reward_model: bool = False) -> str:
-    """Encoders: mean over tokens (what sentence encoders such as MiniLM are trained for), or the
-    [CLS] token when the backbone comes from a reward model (what its head read); decoders: the last token."""
-    if is_encoder(model_or_config):
-        return "cls" if from_reward_model else "mean"
-    return "last"
+    """A reward model's backbone: exactly what its own head reads ("head"); other encoders: the mean
+    over tokens (what sentence encoders such as MiniLM are trained for); decoders: the last token."""
+    if from_reward_model:
+        return "head"
+    return "mean" if is_encoder(model_or_config) else "last"
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -56,15 +56,27 @@ class Backbone:
         self.name = name
         self.tokenizer = load_tokenizer(name)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = load_model(name, "base").to(self.device).eval()
-        self.pooling = pooling or default_pooling(self.model, from_reward_model)
-        if self.pooling not in POOLINGS:
+        self.pooling = pooling or ("head" if from_reward_model else None)
+        if self.pooling is not None and self.pooling not in POOLINGS:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling == "head":  # the reward model itself; its head's input is captured on each forward
+            self.model = load_model(name, "reward").to(self.device).eval()
+            self._head_input = capture_head_input(self.model)
+        else:
+            self.model = load_model(name, "base").to(self.device).eval()
+            self.pooling = self.pooling or default_pooling(self.model)
         self.max_length = max_length
 
     @property
     def hidden_size(self) -> int:
-        return self.model.config.hidden_size
+        return head_linear(self.model).in_features if self.pooling == "head" else self.model.config.hidden_size
+
+    def _pooled(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.pooling != "head":
+            return pool(self.model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, self.pooling)
+        self.model(input_ids=ids, attention_mask=mask)
+        x = self._head_input.pop("x")
+        return pool(x, mask, "last") if x.dim() == 3 else x  # decoders score every position, read the last
 
     def texts(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[str]:
         return [render(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
@@ -75,8 +87,7 @@ class Backbone:
         seqs = encode(self.tokenizer, texts, self.max_length)
         out = torch.empty(len(seqs), self.hidden_size)
         for idx, ids, mask in length_sorted_batches(seqs, batch_size, self.tokenizer.pad_token_id, self.device):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            out[idx] = pool(hidden, mask, self.pooling).float().cpu()
+            out[idx] = self._pooled(ids, mask).float().cpu()
             if progress is not None:
                 progress(len(idx))
         return out
@@ -212,13 +223,14 @@ class EnsembleScorer:
         if "members" in meta:
             from .scoring import RewardModelScorer
 
-            self.members = [RewardModelScorer(m, device=device, max_length=max_length or 512) for m in meta["members"]]
+            self.members = [RewardModelScorer(m, device=device, max_length=max_length) for m in meta["members"]]
             self.heads = len(self.members)
             return
         from safetensors.torch import load_file
 
         state = load_file(str(Path(directory) / "heads.safetensors"))
-        self.backbone = Backbone(meta["backbone"], meta["pooling"], max_length or meta.get("max_length", 512), device)
+        self.backbone = Backbone(meta["backbone"], meta["pooling"], max_length or meta.get("max_length", 512), device,
+                                 from_reward_model=meta.get("from_rm") is not None)
         k, hidden = state["weight"].shape
         self.heads_module = Heads(k, hidden)
         self.heads_module.load_state_dict(state)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 META_FILE = "rlhfkit.json"
-TINY = ("tiny-gpt", "tiny-bert")
+TINY = ("tiny-gpt", "tiny-llama", "tiny-bert")
 
 
 class ModelError(Exception):
@@ -142,12 +142,18 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def tiny_config(name: str, **overrides: Any):
-    from transformers import BertConfig, GPT2Config
+    from transformers import BertConfig, GPT2Config, LlamaConfig
 
     if name == "tiny-gpt":
         cfg = GPT2Config(
             vocab_size=261, n_positions=512, n_embd=64, n_layer=2, n_head=4,
             bos_token_id=257, eos_token_id=257, pad_token_id=256,
+        )
+    elif name == "tiny-llama":  # Llama-family shapes: RMSNorm, rotary, functional attention dropout only
+        cfg = LlamaConfig(
+            vocab_size=261, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=512, bos_token_id=257, eos_token_id=257,
+            pad_token_id=256, tie_word_embeddings=True,
         )
     else:
         cfg = BertConfig(
@@ -293,6 +299,28 @@ def resolve_dtype(name: str = "auto", device: str | None = None):
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
+
+
+def set_dropout(model, p: float) -> None:
+    """Set every dropout probability of ``model`` to ``p``: ``nn.Dropout`` modules and the float
+    attributes that functional dropout reads (Llama/Qwen ``attention_dropout``, OPT ``dropout``).
+    Touching only ``nn.Dropout`` misses the latter, so views that should differ would not."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        for name, value in list(vars(module).items()):
+            if "dropout" in name and isinstance(value, float):
+                setattr(module, name, p)
+
+
+def disable_dropout(model) -> None:
+    """No dropout and no layer drop: train-mode forwards equal eval-mode ones (PPO's ratio at θ_old is 1)."""
+    set_dropout(model, 0.0)
+    for module in model.modules():
+        if isinstance(getattr(module, "layerdrop", None), float):
+            module.layerdrop = 0.0
 
 
 def is_encoder(model_or_config) -> bool:

@@ -21,20 +21,29 @@ class RewardModelScorer:
 
     heads = 1
 
-    def __init__(self, directory: str, device: str | None = None, max_length: int = 512, dtype: Any = None):
+    def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, dtype: Any = None):
         check_reward_dir(directory)
         self.directory = directory
         self.meta = read_meta(directory)
         self.tokenizer = load_tokenizer(directory)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model = RewardModel(load_model(directory, "reward", dtype=dtype)).to(self.device).eval()
-        self.max_length = max_length
+        # the length the model was trained at, unless the caller overrides it
+        self.max_length = max_length or saved_max_length(self.meta)
 
     def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
         texts = [render(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
         seqs = encode(self.tokenizer, texts, self.max_length)
         rewards = score_sequences(self.model, seqs, self.tokenizer.pad_token_id, batch_size, self.device, progress)
         return torch.tensor(rewards).unsqueeze(1)
+
+
+DEFAULT_MAX_LENGTH = 512
+
+
+def saved_max_length(meta: dict) -> int:
+    """The max_length a reward model or ensemble recorded in rlhfkit.json (512 for other models)."""
+    return int(meta.get("max_length") or (meta.get("config") or {}).get("max_length") or DEFAULT_MAX_LENGTH)
 
 
 def check_reward_dir(directory: str) -> None:

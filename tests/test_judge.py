@@ -72,11 +72,12 @@ def test_verdicts_retries_failures_and_cache(tmp_path):
         assert s["retries"] >= 3 + 2 * 2  # 429, 500, timeout once each; ALWAYS_500 twice per order
         assert s["prompt_tokens"] > 0 and s["completion_tokens"] > 0
         assert all(h == f"Bearer {SECRET}" for h in server.auth_headers)  # the key is used...
-        # a rerun answers every successful request from the cache: only ALWAYS_500 is asked again
+        # a rerun answers every request that gave a verdict from the cache: only ALWAYS_500 and the
+        # verdict-less GARBLED answers are asked again
         p2 = _judge(server, a, b, tmp_path / "out2.jsonl", cache, "--max-retries", 0)
         assert p2.returncode == 0, p2.stderr
-        assert server.requests - first_requests == 2
-        assert last_json_line(p2.stderr)["cached_answers"] == 16
+        assert server.requests - first_requests == 4
+        assert last_json_line(p2.stderr)["cached_answers"] == 14
     for path in (out, tmp_path / "out2.jsonl", cache):  # ...and never written
         assert SECRET.encode() not in path.read_bytes()
 

@@ -59,7 +59,7 @@ def test_apply_flip_swaps_and_negates_and_margins_are_small_and_non_negative():
     out = clean.apply(rec, "flip", rules)
     assert (out["chosen"], out["rejected"]) == ("b", "a")
     assert out["strength_mean"] == 0.8 and out["strength_margins"] == [1.0, 0.6]
-    assert out["label"] == pytest.approx(0.1)
+    assert out["label"] == 0.9  # the swap is the correction; the label keeps its confidence
     assert (out["gold_chosen"], out["gold_rejected"]) == (2, -1)
     assert out["margin"] == pytest.approx(0.4) and out["clean_action"] == "flip"
     kept = clean.apply(dict(rec, strength_mean=-0.2), "keep", rules)

@@ -14,8 +14,8 @@ from .common import ON_ERROR, OUT, REJECTS, err_console, handle_errors
 def clean(
     data: str = typer.Argument("-", help="Pair records with strength fields (from `rlhfkit strength`); '-' for stdin."),
     flip: bool = typer.Option(False, "--flip", help="Swap chosen and rejected of pairs below --flip-below (or the lowest --flip-fraction)."),
-    flip_below: float = typer.Option(0.0, "--flip-below", help="Strength mean under which --flip flips."),
-    flip_fraction: Optional[float] = typer.Option(None, "--flip-fraction", help="Flip the lowest fraction of pairs instead (paper: 0.2)."),
+    flip_below: Optional[float] = typer.Option(None, "--flip-below", help="Strength mean under which pairs are flipped (implies --flip; default 0)."),
+    flip_fraction: Optional[float] = typer.Option(None, "--flip-fraction", help="Flip the lowest fraction of pairs instead (implies --flip; paper: 0.2)."),
     smooth: Optional[float] = typer.Option(None, "--smooth", help="Soft label 1-A for pairs below --smooth-below (not flipped)."),
     smooth_below: float = typer.Option(0.0, "--smooth-below"),
     margin: bool = typer.Option(False, "--margin", help="Set margin = scale * max(strength_mean, 0) on every kept pair."),
@@ -36,7 +36,8 @@ def clean(
     from ..clean import DROP, Rules, apply, decide, flip_quality
     from ..io import InputError, UsageError, atomic_output, read_records, source_name, summary, write_records
 
-    rules = Rules(flip=flip, flip_below=flip_below, flip_fraction=flip_fraction, smooth=smooth, smooth_below=smooth_below,
+    flip = flip or flip_below is not None or flip_fraction is not None  # asking how much to flip asks to flip
+    rules = Rules(flip=flip, flip_below=0.0 if flip_below is None else flip_below, flip_fraction=flip_fraction, smooth=smooth, smooth_below=smooth_below,
                   margin=margin, margin_scale=margin_scale, drop_below=drop_below)
     if drop_ambiguous is not None:
         try:

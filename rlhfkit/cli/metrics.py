@@ -33,7 +33,7 @@ def pm_divergence_cmd(
     beta: float = typer.Option(1.0, "--beta", help="p_reward = softmax(r / beta)."),
     samples: int = typer.Option(2, "--samples", help="Responses per prompt (the paper: 2)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
     top_p: float = typer.Option(1.0, "--top-p"),
     batch_size: int = typer.Option(16, "--batch-size"),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histogram and CDF of the per-prompt values."),
@@ -79,7 +79,7 @@ def generation_cmd(
     prompts: str = typer.Option(..., "--prompts"),
     samples: int = typer.Option(1, "--samples", help="Responses per prompt."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
     top_p: float = typer.Option(1.0, "--top-p"),
     batch_size: int = typer.Option(16, "--batch-size"),
     seed: int = SEED,
@@ -107,6 +107,7 @@ def accuracy_cmd(
     subset_field: str = typer.Option("subset", "--subset-field", help="Field naming each record's subset."),
     section: Optional[List[str]] = typer.Option(None, "--section", help="NAME=subset1,subset2 (repeat): example-weighted section scores."),
     batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model was trained with)."),
 ) -> None:
     """Strict reward-model accuracy (r_chosen > r_rejected), per subset and section (RewardBench style)."""
     from ..io import UsageError, read_records
@@ -122,7 +123,7 @@ def accuracy_cmd(
             raise UsageError(f"--section must be NAME=subset1,subset2, got {spec!r}")
         sections[name] = [m for m in members.split(",") if m]
     examples, _ = read_records(data, ("pair",))
-    scorer = load_scorer(reward)
+    scorer = load_scorer(reward, max_length=max_length)
     with task_progress("accuracy", 2 * len(examples)) as advance:
         margins = pair_margins(scorer, examples, batch_size, advance).mean(dim=1)
     subsets = [str(e.raw.get(subset_field, "all")) for e in examples]
@@ -145,6 +146,7 @@ def reward_dist_cmd(
     group_field: str = typer.Option("open_ended", "--group-field", help="Field splitting prompts into groups."),
     squash: str = typer.Option("sigmoid", "--squash", help="sigmoid (as the ranking loss reads rewards) or none."),
     batch_size: int = typer.Option(32, "--batch-size"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model was trained with)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: reward histograms and mean reward by rank per group."),
 ) -> None:
     """Reward distributions per prompt group (Reward Collapse): by rank, and the groups' distance."""
@@ -155,7 +157,7 @@ def reward_dist_cmd(
     from ..scoring import load_scorer
 
     examples, _ = read_records(data, ("ranking",))
-    scorer = load_scorer(reward)
+    scorer = load_scorer(reward, max_length=max_length)
     prompts = [e.prompt for e in examples for _ in e.responses]
     responses = [r for e in examples for r in e.responses]
     rewards = scorer.score(prompts, responses, batch_size).mean(dim=1)

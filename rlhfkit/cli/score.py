@@ -14,7 +14,7 @@ def score(
     data: str = typer.Argument("-", help="Generation, pair or ranking records; '-' for stdin."),
     reward: str = typer.Option(..., "--reward", help="Reward-model or ensemble directory."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: int = typer.Option(512, "--max-length"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model or ensemble was trained with)."),
     out: Optional[str] = OUT,
     on_error: str = ON_ERROR,
     rejects: Optional[str] = REJECTS,

@@ -20,7 +20,7 @@ def strength(
     epochs: int = typer.Option(3, "--epochs", help="Head epochs when training the ensemble here."),
     save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", help="Keep the ensemble trained here in this directory."),
     batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: int = typer.Option(512, "--max-length"),
+    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: the --ensemble's own, else 512)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histograms of mean and std, std by decile of mean."),
     seed: int = SEED,
     out: Optional[str] = OUT,
@@ -45,7 +45,7 @@ def strength(
     if ensemble is None:  # train on DATA itself; its rewards on DATA come with it (one backbone pass)
         directory = save_ensemble or tempfile.mkdtemp(prefix="rlhfkit-ensemble-")
         _, rewards = build_ensemble(examples, directory, model, HeadTraining(heads=heads, epochs=epochs, seed=seed),
-                                    from_rm=from_rm, max_length=max_length, batch_size=batch_size)
+                                    from_rm=from_rm, max_length=max_length or 512, batch_size=batch_size)
         margins, members = rewards[: len(examples)] - rewards[len(examples):], heads
     else:
         directory = ensemble

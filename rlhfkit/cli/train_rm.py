@@ -64,7 +64,7 @@ def train_rm(
     AutoModelForSequenceClassification directory (safetensors, tokenizer, rlhfkit.json),
     log.jsonl and checkpoints/ to --out.
     """
-    from ..io import read_records, summary
+    from ..io import read_records, summary, write_bytes_atomic
     from ..rewards.train import TrainConfig, check_config, train_reward_model
 
     values = apply_config(ctx, config, dict(locals()))
@@ -72,9 +72,35 @@ def train_rm(
     cfg = TrainConfig(**{k: v for k, v in values.items() if k in fields})
     check_config(cfg)
     kinds = ("pair",) if cfg.loss == "bt" else ("ranking",)
-    examples, stats = read_records(values["data"], kinds, values["on_error"], values["rejects"])
+    examples, stats = read_records(values["data"], kinds, values["on_error"])
+    if cfg.loss == "ranking":  # a ranking whose scores all tie orders nothing: it cannot be trained on
+        examples = drop_untrainable_rankings(examples, values["data"], values["on_error"], stats)
+    if values["rejects"]:
+        write_bytes_atomic(values["rejects"], b"".join(stats.rejected_lines))
     eval_examples = read_records(values["eval"], kinds)[0] if values["eval"] else None
     meta_examples = read_records(values["meta_data"], ("ranking",))[0] if values["meta_data"] else None
     result = train_reward_model(cfg, examples, source=values["data"], eval_examples=eval_examples,
                                 meta_examples=meta_examples)
     summary(stage="train-rm", out=cfg.out, records=stats.read, skipped=stats.skipped, **result)
+
+
+def drop_untrainable_rankings(examples, source: str, on_error: str, stats):
+    """Rankings with no ordered pair (every score tied): an error at FILE:LINE, or skipped and counted."""
+    import json
+
+    from ..io import InputError, source_name
+    from ..records import ranking_pairs
+
+    kept = []
+    for ex in examples:
+        if ranking_pairs(ex):
+            kept.append(ex)
+        elif on_error == "stop":
+            raise InputError(source_name(source), ex.line,
+                             "field 'scores': every score ties, so the ranking orders no pair to train on")
+        else:
+            stats.skipped += 1
+            stats.rejected_lines.append((json.dumps(ex.raw, ensure_ascii=False) + "\n").encode())
+    if not kept:
+        raise InputError(source_name(source), None, "no ranking with at least two different scores")
+    return kept

@@ -8,8 +8,13 @@ import sqlite3
 from pathlib import Path
 
 
-def cache_key(model: str, template: str, question: str, first: str, second: str) -> str:
-    blob = json.dumps([model, template, question, first, second], ensure_ascii=False)
+def cache_key(model: str, template: str, question: str, first: str, second: str, base_url: str | None = None,
+              temperature: float = 0.0, max_tokens: int | None = None) -> str:
+    """Everything that can change an answer: the endpoint, the judge model, the prompt as sent, and the
+    sampling settings."""
+    blob = json.dumps({"base_url": (base_url or "").rstrip("/"), "model": model, "template": template,
+                       "question": question, "first": first, "second": second, "temperature": float(temperature),
+                       "max_tokens": max_tokens}, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 

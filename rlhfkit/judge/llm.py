@@ -30,6 +30,7 @@ class JudgeSettings:
     backoff: float = 1.0  # first wait in seconds; doubled on each retry
     max_backoff: float = 60.0
     max_tokens: int = 1024
+    temperature: float = 0.0
 
 
 @dataclass
@@ -75,7 +76,8 @@ class PairwiseJudge:
 
     async def ask(self, question: str, first: str, second: str) -> str:
         """The judge's raw answer for one order, from the cache or the API."""
-        key = cache_key(self.s.model, self.s.template, question, first, second)
+        key = cache_key(self.s.model, self.s.template, question, first, second, self.s.base_url, self.s.temperature,
+                        self.s.max_tokens)
         hit = self.cache.get(key)
         if hit is not None:
             self.usage.cached += 1
@@ -85,7 +87,7 @@ class PairwiseJudge:
             try:
                 self.usage.requests += 1
                 reply = await self.client.chat.completions.create(
-                    model=self.s.model, messages=[{"role": "user", "content": content}], temperature=0,
+                    model=self.s.model, messages=[{"role": "user", "content": content}], temperature=self.s.temperature,
                     max_tokens=self.s.max_tokens)
                 break
             except Exception as exc:  # noqa: BLE001 - classified below
@@ -101,7 +103,8 @@ class PairwiseJudge:
         pt, ct = (usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0)
         self.usage.prompt_tokens += pt
         self.usage.completion_tokens += ct
-        self.cache.put(key, answer, pt, ct)
+        if parse_verdict(answer) is not None:  # an answer without a verdict is reported, not kept as final
+            self.cache.put(key, answer, pt, ct)
         return answer
 
     async def judge_pair(self, question: str, answer_a: str, answer_b: str) -> dict:

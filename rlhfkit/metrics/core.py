@@ -95,6 +95,6 @@ def ks_statistic(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def mean_by_rank(rows: Sequence[Sequence[float]]) -> list[float]:
-    """Mean reward at each rank (best first) over prompts with the same number of responses."""
-    width = min(len(r) for r in rows)
-    return [sum(r[i] for r in rows) / len(rows) for i in range(width)]
+    """Mean reward at each rank (best first), over the prompts that have a response at that rank."""
+    width = max(len(r) for r in rows)
+    return [sum(r[i] for r in rows if len(r) > i) / sum(1 for r in rows if len(r) > i) for i in range(width)]

@@ -16,7 +16,8 @@ def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: s
                          max_prompt_length: int = 256, progress=None, logprobs: bool = True,
                          greedy: bool = False) -> list[dict]:
     """``n`` samples per prompt, in prompt order; each with its text, token ids, length and (with
-    ``logprobs``) summed log π, and log π_ref when ``ref`` is given."""
+    ``logprobs``) summed log π, and log π_ref when ``ref`` is given, both at temperature 1 (the
+    models' own probabilities; ``temperature`` and ``top_p`` shape only the sampling)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype("auto", device)
     tok = load_tokenizer(policy)
@@ -29,8 +30,10 @@ def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: s
         chunk = flat[s : s + batch_size]
         ids, mask = encode_prompts(tok, [p for _, p in chunk], max_prompt_length, device)
         resp, rmask = generate(model, tok, ids, mask, max_new_tokens, temperature, top_p, greedy)
-        logp = forward_response(model, ids, mask, resp, rmask, temperature)[0] if logprobs else None
-        ref_logp = forward_response(ref_model, ids, mask, resp, rmask, temperature)[0] if ref_model is not None else None
+        # the models' own distributions (temperature 1), whatever temperature the samples were drawn at:
+        # perplexity, entropy, KL and PM divergence describe the policy, not the sampler
+        logp = forward_response(model, ids, mask, resp, rmask, 1.0)[0] if logprobs else None
+        ref_logp = forward_response(ref_model, ids, mask, resp, rmask, 1.0)[0] if ref_model is not None else None
         texts = tok.batch_decode(resp, skip_special_tokens=True)  # generate() padded after EOS
         for k, (i, p) in enumerate(chunk):
             m = rmask[k].bool()

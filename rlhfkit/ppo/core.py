@@ -36,8 +36,9 @@ def penalty(regularizer: str, logp: torch.Tensor, logp_ref: torch.Tensor | None 
         if sigma is None:
             raise ValueError("the var-kl regulariser needs σ, the ensemble's reward std per response")
         return sigma.unsqueeze(-1).pow(power) * kl
-    if regularizer == "cpm":
-        return torch.where(logp_ref.exp() >= alpha, logp, kl)
+    if regularizer == "cpm":  # compared in log space: exp(log α) can round below α and miss the boundary
+        log_alpha = torch.log(torch.tensor(alpha, dtype=logp_ref.dtype, device=logp_ref.device))
+        return torch.where(logp_ref >= log_alpha, logp, kl)
     raise ValueError(f"unknown regulariser {regularizer!r}; expected one of {', '.join(REGULARIZERS)}")
 
 

@@ -24,7 +24,7 @@ class RewardSource:
 
 
 class ModelReward(RewardSource):
-    def __init__(self, directory: str, head: int | None = None, max_length: int = 512, normalize: bool = False):
+    def __init__(self, directory: str, head: int | None = None, max_length: int | None = None, normalize: bool = False):
         from ..scoring import load_scorer
 
         self.scorer = load_scorer(directory, max_length=max_length)
@@ -67,7 +67,8 @@ class FunctionReward(RewardSource):
         return torch.tensor(scores), None
 
 
-def load_reward(spec: str, head: int | None = None, max_length: int = 512, normalize: bool = False) -> RewardSource:
+def load_reward(spec: str, head: int | None = None, max_length: int | None = None,
+                normalize: bool = False) -> RewardSource:
     if os.path.isdir(spec):
         return ModelReward(spec, head, max_length, normalize)
     if ":" in spec:

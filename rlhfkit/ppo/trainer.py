@@ -21,7 +21,7 @@ import torch
 
 from .. import __version__
 from ..io import UsageError
-from ..models import load_model, load_tokenizer, resolve_dtype, write_meta
+from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype, write_meta
 from . import core
 from .policy import Critic, ValueHead, encode_prompts, forward_response, generate
 from .rewards import RewardSource, load_reward
@@ -91,15 +91,19 @@ class PPOTrainer:
         check_config(cfg)
         self.cfg = cfg
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = resolve_dtype(cfg.dtype, self.device)
+        # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
+        # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
+        self.compute_dtype = resolve_dtype(cfg.dtype, self.device)
         self.reward = reward or load_reward(cfg.reward, cfg.reward_head, normalize=cfg.normalize_reward)
         if cfg.regularizer == "var-kl" and not self.reward.is_ensemble:
             raise UsageError("--regularizer var-kl needs an ensemble reward (its spread is σ); "
                              f"{cfg.reward!r} is not one")
         torch.manual_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.policy)
-        self.policy = load_model(cfg.policy, "causal-lm", dtype=dtype).to(self.device)
-        self.ref = copy.deepcopy(self.policy).eval()  # one load: GGUF dequantisation is slow
+        self.policy = load_model(cfg.policy, "causal-lm", dtype=torch.float32).to(self.device)
+        disable_dropout(self.policy)  # train-mode forwards must equal the rollout's: ratio 1 at θ_old
+        # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
+        self.ref = copy.deepcopy(self.policy).to(self.compute_dtype).eval()
         for p in self.ref.parameters():
             p.requires_grad_(False)
         hidden = self.policy.config.hidden_size
@@ -110,12 +114,17 @@ class PPOTrainer:
                       {"params": self.value_head.parameters(), "lr": cfg.critic_lr or cfg.lr}]
         else:
             self.value_head = None
-            self.critic = self._separate_critic().to(self.device)
+            self.critic = self._separate_critic().to(self.device, torch.float32)
+            disable_dropout(self.critic)
             params = [{"params": self.policy.parameters(), "lr": cfg.lr},
                       {"params": self.critic.parameters(), "lr": cfg.critic_lr or cfg.lr}]
         self.optimizer = torch.optim.AdamW(params, eps=1e-5)
         self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
         self.beta = cfg.beta
+
+    def autocast(self):
+        """bf16/fp16 compute over fp32 weights; a no-op in fp32."""
+        return torch.autocast(self.device, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
 
     def _separate_critic(self) -> Critic:
         """A critic initialised from the reward model when it is a decoder (values must not see later
@@ -157,13 +166,13 @@ class PPOTrainer:
         cfg, t = self.cfg, timings if timings is not None else {}
         self.policy.eval()
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_length, self.device)
-        with _timer(t, "generate"):
+        with _timer(t, "generate"), self.autocast():
             response, mask = generate(self.policy, self.tokenizer, prompt_ids, prompt_mask, cfg.max_new_tokens,
                                       cfg.temperature, cfg.top_p)
         texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)  # generate() padded after EOS
         with _timer(t, "reward"):
             score, sigma = self.reward(prompts, texts)
-        with torch.no_grad():
+        with torch.no_grad(), self.autocast():
             with _timer(t, "policy_forward"):
                 logp, values, entropy = self.values(prompt_ids, prompt_mask, response, mask, grad=False)
                 if logp is None:  # separate critic: the policy's log-probs come from their own pass
@@ -203,9 +212,10 @@ class PPOTrainer:
                 for idx in torch.randperm(n).split(cfg.mini_batch_size):
                     args = (batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["response"][idx],
                             batch["mask"][idx].long())
-                    logp, values, _ = self.values(*args, grad=True)
-                    if logp is None:
-                        logp, _, _ = forward_response(self.policy, *args, cfg.temperature)
+                    with self.autocast():
+                        logp, values, _ = self.values(*args, grad=True)
+                        if logp is None:
+                            logp, _, _ = forward_response(self.policy, *args, cfg.temperature)
                     m = batch["mask"][idx]
                     pg, clip_frac, approx_kl = core.policy_loss(logp, batch["logp"][idx], batch["advantages"][idx], m, cfg.clip)
                     vf = core.value_loss(values, batch["values"][idx], batch["returns"][idx], m, cfg.value_clip)
@@ -248,7 +258,8 @@ class PPOTrainer:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self.policy.save_pretrained(tmp / "policy", safe_serialization=True)
-        state = {"step": torch.tensor(step), "beta": torch.tensor(self.beta), "rng": torch.get_rng_state(),
+        state = {"step": torch.tensor(step), "beta": torch.tensor(self.beta, dtype=torch.float64),
+                 "rng": torch.get_rng_state(),
                  "optimizer": self.optimizer.state_dict(),
                  "value": (self.value_head or self.critic).state_dict()}
         torch.save(state, tmp / "state.pt")
@@ -272,7 +283,9 @@ class PPOTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         (self.value_head or self.critic).load_state_dict(state["value"])
         torch.set_rng_state(state["rng"])
-        self.beta = float(state["beta"])
+        self.beta = float(state["beta"])  # float64: the adaptive controller continues exactly
+        if self.kl_ctl is not None:
+            self.kl_ctl.beta = self.beta
         return int(state["step"])
 
 

@@ -61,23 +61,56 @@ def _hf(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def head_module(hf: nn.Module) -> nn.Module:
+    """The reward head of a sequence-classification model (``score`` on decoders, ``classifier`` on encoders)."""
+    hf = _hf(hf)
+    for name in ("score", "classifier"):
+        if hasattr(hf, name):
+            return getattr(hf, name)
+    raise ValueError("cannot find the model's reward head (expected a 'score' or 'classifier' module)")
+
+
+def head_linear(hf: nn.Module) -> nn.Linear:
+    """The last linear layer of the reward head: its input is the representation the reward is read from
+    (BERT: the pooler output; RoBERTa: the dense+tanh [CLS] state; decoders: the last hidden state)."""
+    head = head_module(hf)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model's reward head has no linear layer")
+    return linears[-1]
+
+
+def capture_head_input(hf: nn.Module) -> dict:
+    """Record, on every forward, the tensor that enters the reward head's last linear layer."""
+    captured: dict = {}
+
+    def hook(_module, inputs):
+        captured["x"] = inputs[0]
+
+    head_linear(hf).register_forward_pre_hook(hook)
+    return captured
+
+
 class RewardModel(nn.Module):
     """Wraps an ``AutoModelForSequenceClassification`` (num_labels=1), returning (rewards, features).
 
-    Features are the pooled hidden state the head reads (contrastive losses use them). Training
-    runs through this module's forward so distributed wrappers see every call.
+    Features are exactly what the head's last linear layer reads (contrastive losses use them;
+    encoders: their pooler output, not the raw [CLS] state). Training runs through this module's
+    forward so distributed wrappers see every call.
     """
 
     def __init__(self, hf_model: nn.Module):
         super().__init__()
         self.hf = hf_model
         self.encoder = is_encoder(_hf(hf_model))
+        self._head_input = capture_head_input(hf_model) if self.encoder else None
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.encoder:
+            out = self.hf(input_ids=input_ids, attention_mask=attention_mask)
+            return out.logits[:, 0].float(), self._head_input.pop("x")
         out = self.hf(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         hidden = out.hidden_states[-1]
-        if self.encoder:
-            return out.logits[:, 0].float(), hidden[:, 0]
         rows = torch.arange(len(input_ids), device=input_ids.device)
         features = hidden[rows, last_token_index(attention_mask)]
         return _hf(self.hf).score(features)[:, 0].float(), features

@@ -19,12 +19,12 @@ from torch import nn
 
 from .. import __version__
 from ..io import UsageError
-from ..models import load_model, load_tokenizer, resolve_dtype, write_meta
+from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout, write_meta
 from ..records import Example
 from . import losses
 from .data import (PairData, RankingData, epoch_order, fingerprint, meta_data, pair_data, ranking_data,
                    sample_pairs)
-from .model import RewardModel, pad_batch, score_sequences
+from .model import RewardModel, head_module, pad_batch, score_sequences
 
 CONTRASTIVE_DEFAULTS = {  # Secrets II §3.1: (weight, prototypes, temperature)
     ("simcse", "pair"): (1.0, None, 0.05), ("simcse", "diff"): (1.0, None, 0.05),
@@ -120,19 +120,6 @@ class TrainModule(nn.Module):
         if self.cfg.contrastive == "simcse":
             return rewards, losses.simcse_loss(z1, z2, temp)
         return rewards, losses.swav_loss(z1, z2, self.prototypes, temp)
-
-
-def set_dropout(model: nn.Module, p: float) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = p
-
-
-def head_module(hf: nn.Module) -> nn.Module:
-    for name in ("score", "classifier"):
-        if hasattr(hf, name):
-            return getattr(hf, name)
-    raise UsageError("cannot find the model's reward head (expected a 'score' or 'classifier' module)")
 
 
 def freeze_backbone(hf: nn.Module) -> None:
@@ -255,6 +242,9 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     use_cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype, "cuda" if use_cuda else "cpu")
     precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # a second run in one process may ask for another precision
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, cpu=not use_cuda)
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
@@ -417,6 +407,8 @@ def save_reward_model(rm: RewardModel, tok, cfg: TrainConfig, examples: Sequence
         shutil.rmtree(tmp)
     hf.config.pad_token_id = tok.pad_token_id
     hf.save_pretrained(tmp, safe_serialization=True)
+    # plain `tokenizer(text, truncation=True)` then reads what rlhfkit reads: the last max_length tokens
+    tok.truncation_side, tok.model_max_length = "left", cfg.max_length
     tok.save_pretrained(tmp)
     meta = {
         "type": "reward-model", "rlhfkit_version": __version__, "base_model": cfg.model,
