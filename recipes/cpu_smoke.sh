@@ -16,7 +16,7 @@ run rlhfkit validate "$OUT/pairs.jsonl" --out "$OUT/validated.jsonl"
 run rlhfkit prompts "$OUT/pairs.jsonl" --kind extract --limit 8 --out "$OUT/prompts.jsonl"
 
 # reward models
-run rlhfkit train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 3 --save-steps 2 --lr 1e-3
+run rlhfkit train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps 2 --lr 1e-3
 run rlhfkit train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps 2 --lr 1e-3 --resume
 run rlhfkit train-rm "$OUT/rankings.jsonl" --loss ranking --utility adaptive --model "$DEC" --out "$OUT/rm-rank" --max-steps 2 --save-steps 0
 run rlhfkit train-rm "$OUT/pairs.jsonl" --contrastive swav --model "$DEC" --out "$OUT/rm-swav" --max-steps 2 --save-steps 0

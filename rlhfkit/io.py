@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
+import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from .records import Example, RecordError, parse_record
 
@@ -41,6 +43,8 @@ def _iter_file_lines(spec: str) -> Iterator[tuple[int, bytes]]:
         return
     if not os.path.exists(spec):
         raise InputError(spec, None, "no such file")
+    if os.path.isdir(spec):
+        raise InputError(spec, None, "is a directory, expected a JSONL file (or hf:DIR:SPLIT for a saved dataset)")
     opener = gzip.open if spec.endswith(".gz") else open
     with opener(spec, "rb") as fh:
         try:
@@ -95,17 +99,22 @@ class ReadStats:
 class RecordReader:
     """Iterate validated records of a file; stop at the first bad one or skip and keep it.
 
-    ``on_error="skip"`` counts bad lines in ``stats`` and keeps their raw bytes for ``--rejects``.
+    ``on_error="skip"`` counts bad lines in ``stats`` and hands their raw bytes to ``on_reject``
+    (or keeps them in ``stats.rejected_lines`` when none is given). ``name`` is what error messages
+    call the source (a spooled stdin is still ``<stdin>``).
     """
 
-    def __init__(self, spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop"):
+    def __init__(self, spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop",
+                 on_reject: Callable[[bytes], Any] | None = None, name: str | None = None):
         if on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error must be 'stop' or 'skip', got {on_error!r}")
         self.spec, self.kinds, self.on_error = spec, kinds, on_error
+        self.on_reject = on_reject
+        self.name = name or source_name(spec)
         self.stats = ReadStats()
 
     def __iter__(self) -> Iterator[Example]:
-        name = source_name(self.spec)
+        name = self.name
         seen = 0
         for lineno, obj, raw, err in iter_json(self.spec):
             seen += 1
@@ -119,13 +128,33 @@ class RecordReader:
                     raise InputError(name, lineno, str(err))
                 self.stats.skipped += 1
                 line = raw if raw is not None else (json.dumps(obj, ensure_ascii=False) + "\n").encode()
-                self.stats.rejected_lines.append(line if line.endswith(b"\n") else line + b"\n")
+                line = line if line.endswith(b"\n") else line + b"\n"
+                if self.on_reject is not None:
+                    self.on_reject(line)
+                else:
+                    self.stats.rejected_lines.append(line)
                 continue
             self.stats.read += 1
             ex.line = lineno
             yield ex
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")
+
+
+@contextmanager
+def rereadable(spec: str) -> Iterator[str]:
+    """A path that can be read twice: the spec itself, or stdin spooled to a temp file (on disk, not
+    in memory) that is removed afterwards. For stages that need a first pass over all records."""
+    if spec != "-":
+        yield spec
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f"rlhfkit-stdin-{os.getpid()}-", suffix=".jsonl")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            shutil.copyfileobj(sys.stdin.buffer, fh, 1 << 20)
+        yield tmp
+    finally:
+        os.unlink(tmp)
 
 
 def read_records(
@@ -139,36 +168,149 @@ def read_records(
     return examples, reader.stats
 
 
+# ---------------------------------------------------------------- outputs, checked before any work
+
+def check_file_output(path: str | None, flag: str = "--out") -> None:
+    """A record file to be written: stdout, a new path, a file, or a stream (FIFO, device); not a directory."""
+    if path in (None, "-"):
+        return
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: is a directory, expected a file")
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(parent) and not os.path.isdir(parent):
+        raise UsageError(f"{flag} {path}: {parent} is not a directory")
+
+
+def check_dir_output(path: str, flag: str = "--out") -> None:
+    """A model or run directory to be written: a new path or an existing directory, never a file."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: exists and is not a directory (this output is a directory)")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_distinct_outputs(**paths: str | None) -> None:
+    """Two outputs may not be one file (same path, or one through a link): one would overwrite the other."""
+    given = [(flag, p) for flag, p in paths.items() if p not in (None, "-")]
+    for i, (fa, a) in enumerate(given):
+        for fb, b in given[i + 1:]:
+            if _same_file(a, b):
+                raise UsageError(f"--{fa.replace('_', '-')} and --{fb.replace('_', '-')} name the same file ({a}, {b}): "
+                                 "one would overwrite the other")
+
+
 def _dumps(record: dict) -> str:
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    """One JSONL line; NaN and ±Infinity are not JSON, so writing one is an error, never a silent line."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+TMP_PREFIX = ".rlhfkit-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale_temp_files(directory: str) -> int:
+    """Remove temp files of rlhfkit processes that died without cleaning up (kill -9); returns how many.
+    Names carry the writer's pid (``.rlhfkit-PID-XXXX.tmp``), so a live writer's file is never touched."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0
+    for name in names:
+        if not (name.startswith(TMP_PREFIX) and name.endswith(".tmp")):
+            continue
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(os.path.join(directory, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+@contextmanager
+def scratch_dir(kind: str) -> Iterator[str]:
+    """A temp directory removed on every exit path Python sees (SIGTERM included, see the CLI); one
+    left by a killed run (kill -9) is swept by the next run, which knows it by its dead pid."""
+    root = tempfile.gettempdir()
+    prefix = f"rlhfkit-{kind}-"
+    for name in os.listdir(root):
+        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    path = tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_text_or_binary(path: str, mode: str, gz: bool = False) -> IO:
+    if gz:
+        return gzip.open(path, mode + ("t" if "b" not in mode else ""), encoding=None if "b" in mode else "utf-8")
+    return open(path, mode, encoding=None if "b" in mode else "utf-8")
 
 
 @contextmanager
 def atomic_output(path: str | None, mode: str = "w") -> Iterator[IO]:
     """A file handle whose file appears only if the block finishes (temp file, then rename).
 
-    ``None`` or ``-`` writes to stdout. A ``.gz`` path is gzip-compressed.
+    ``None`` or ``-`` writes to stdout. A ``.gz`` path is gzip-compressed. A FIFO, a device or
+    another non-regular file is a stream: written through, never replaced. A symlink keeps pointing
+    where it did: its target is replaced. New files get the user's umask; a replaced file keeps its mode.
     """
     if path in (None, "-"):
         yield sys.stdout if "b" not in mode else sys.stdout.buffer
         sys.stdout.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory, expected a file to write")
+    if os.path.exists(path) and not os.path.isfile(path):  # FIFO, /dev/stdout, /dev/null, ...
+        try:
+            with _open_text_or_binary(path, mode, path.endswith(".gz")) as fh:
+                yield fh
+        except OSError as e:
+            e.filename = e.filename or path
+            raise
+        return
+    target = os.path.realpath(path)
+    directory = os.path.dirname(target)
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".rlhfkit-", suffix=".tmp", dir=directory)
+    sweep_stale_temp_files(directory)
+    perms = (os.stat(target).st_mode & 0o7777) if os.path.exists(target) else (0o666 & ~_umask())
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".tmp", dir=directory)
     os.close(fd)
     try:
-        if path.endswith(".gz"):
-            fh = gzip.open(tmp, mode + ("t" if "b" not in mode else ""), encoding=None if "b" in mode else "utf-8")
-        else:
-            fh = open(tmp, mode, encoding=None if "b" in mode else "utf-8")
-        with fh:
+        with _open_text_or_binary(tmp, mode, path.endswith(".gz")) as fh:
             yield fh
-        os.replace(tmp, path)
-    except BaseException:
+        os.chmod(tmp, perms)
+        os.replace(tmp, target)
+    except OSError as e:
+        e.filename = e.filename if e.filename and e.filename != tmp else path
+        raise
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def write_records(path: str | None, records: Iterable[dict]) -> int:
@@ -187,11 +329,22 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 def write_json_atomic(path: str, obj: Any) -> None:
     with atomic_output(path) as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False)
+        json.dump(obj, fh, indent=2, ensure_ascii=False, allow_nan=False)
         fh.write("\n")
+
+
+def finite_or_none(value: Any) -> Any:
+    """NaN and ±Infinity (an AUROC without positives, say) become null: the summary stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
 
 
 def summary(**fields: Any) -> None:
     """The one-line JSON summary every subcommand ends with, on stderr."""
-    sys.stderr.write(json.dumps(fields, ensure_ascii=False, default=str) + "\n")
+    sys.stderr.write(json.dumps(finite_or_none(fields), ensure_ascii=False, default=str) + "\n")
     sys.stderr.flush()

@@ -141,10 +141,23 @@ def detect_kind(obj: dict) -> str:
     )
 
 
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_non_finite(v) for v in value)
+    return False
+
+
 def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
     """Validate one decoded JSON value and normalise it; raises RecordError."""
     if not isinstance(obj, dict):
         raise RecordError(f"expected a JSON object, got {_type_name(obj)}")
+    for key, value in obj.items():  # Python's json reads NaN/Infinity, but they are not JSON and poison sums
+        if _non_finite(value):
+            raise RecordError("holds NaN or Infinity, which is not valid JSON (a finite number is expected)", key)
     kind = detect_kind(obj)
     if kinds is not None and kind not in kinds:
         raise RecordError(f"a {kind} record where {' or '.join(kinds)} records are expected")

@@ -17,6 +17,22 @@ OUT = typer.Option(None, "--out", "-o", help="Output file (written atomically); 
 SEED = typer.Option(0, "--seed", help="Random seed; same seed and inputs give the same output.")
 
 
+def _range(check, text: str):
+    """An option callback for intervals click's min/max cannot say (open ends); None passes."""
+    def callback(value):
+        if value is not None and not check(value):
+            raise typer.BadParameter(f"{value} is not in {text}")
+        return value
+    return callback
+
+
+positive = _range(lambda v: v > 0, "(0, inf)")
+open_unit = _range(lambda v: 0 < v < 1, "(0, 1)")
+unit_left_open = _range(lambda v: 0 < v <= 1, "(0, 1]")
+unit_right_open = _range(lambda v: 0 <= v < 1, "[0, 1)")
+below_half = _range(lambda v: 0 <= v < 0.5, "[0, 0.5)")
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print a one-line error on stderr and exit (2: bad usage or input)."""
     sys.stderr.write(f"rlhfkit: error: {message}\n")
@@ -34,6 +50,9 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except (InputError, UsageError, ModelError) as e:
             fail(str(e))
+        except OSError as e:  # a file that cannot be read or written: disk full, permissions, a directory
+            where = f"{e.filename}: " if e.filename else ""
+            fail(f"{where}{e.strerror or e}")
 
     return wrapper
 

@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import ON_ERROR, REJECTS, SEED, handle_errors
+from .common import ON_ERROR, REJECTS, SEED, handle_errors, positive
 
 
 @handle_errors
@@ -16,14 +16,14 @@ def ensemble(
     model: str = typer.Option("minilm", "--model", help="Frozen backbone: alias, directory or hub id."),
     from_rm: Optional[str] = typer.Option(None, "--from-rm", help="Use a trained reward model's backbone (two-stage recipe)."),
     members: Optional[List[str]] = typer.Option(None, "--members", help="Reward-model directories to combine instead (repeat the flag)."),
-    heads: int = typer.Option(10, "--heads", help="Number of heads K."),
-    epochs: int = typer.Option(3, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per head per step."),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(0.0, "--weight-decay"),
-    bootstrap: bool = typer.Option(False, "--bootstrap", help="Each head trains on its own resample of the data."),
+    heads: int = typer.Option(10, "--heads", min=1, help="Number of heads K."),
+    epochs: int = typer.Option(3, "--epochs", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per head per step."),
+    lr: float = typer.Option(1e-3, "--lr", callback=positive),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", min=0),
+    bootstrap: bool = typer.Option(False, "--bootstrap", min=1, help="Each head trains on its own resample of the data."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, cls or last (default: mean for encoders, last for decoders, cls with --from-rm encoders)."),
-    max_length: int = typer.Option(512, "--max-length"),
+    max_length: int = typer.Option(512, "--max-length", min=1),
     cache: Optional[str] = typer.Option(None, "--cache", help="Directory to cache backbone features on disk (default: memory only)."),
     seed: int = SEED,
     on_error: str = ON_ERROR,
@@ -39,6 +39,10 @@ def ensemble(
     from ..ensemble import HeadTraining, build_ensemble, save_members
     from ..io import UsageError, read_records, summary
 
+    from ..io import check_dir_output, check_file_output
+
+    check_dir_output(out)
+    check_file_output(rejects, "--rejects")
     if members:
         if data is not None:
             raise UsageError("give either DATA (train heads) or --members (combine reward models), not both")

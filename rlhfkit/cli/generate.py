@@ -6,19 +6,19 @@ from typing import Optional
 
 import typer
 
-from .common import OUT, SEED, handle_errors
+from .common import OUT, SEED, handle_errors, positive, unit_left_open
 
 
 @handle_errors
 def generate(
     prompts: str = typer.Argument(..., help="Records with a prompt, or plain text lines; '-' for stdin."),
     policy: str = typer.Option(..., "--policy", help="Policy: alias, directory or hub id."),
-    n: int = typer.Option(1, "--n", help="Responses per prompt."),
+    n: int = typer.Option(1, "--n", min=1, help="Responses per prompt."),
     group: bool = typer.Option(False, "--group", help="One {prompt, responses} record per prompt (a MetaRM meta set) instead of one {prompt, response} per sample."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
     seed: int = SEED,
     out: Optional[str] = OUT,
@@ -35,6 +35,9 @@ def generate(
 
     if n < 1 or (group and n < 2):
         raise UsageError("--n must be at least 1 (at least 2 with --group)")
+    from ..io import check_file_output
+
+    check_file_output(out)
     prompt_list = read_prompts(prompts)
     with task_progress("generate", len(prompt_list) * n) as advance:
         samples = sample_with_logprobs(policy, prompt_list, n, None, batch_size, max_new_tokens, temperature, top_p,

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import OUT, REJECTS, err_console, handle_errors
+from .common import OUT, REJECTS, err_console, handle_errors, positive
 
 DEFAULT_CACHE = str(Path.home() / ".cache" / "rlhfkit" / "judge-cache.sqlite")
 
@@ -20,14 +20,14 @@ def judge(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
     api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never written anywhere)."),
     template: Optional[str] = typer.Option(None, "--template", help="Judge prompt with {question}, {answer_a}, {answer_b}; default: rlhfkit's."),
-    concurrency: int = typer.Option(8, "--concurrency", help="Pairs judged at once (each sends its two orders together)."),
-    max_retries: int = typer.Option(5, "--max-retries", help="Retries on 429, 5xx, timeouts and dropped connections."),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
-    backoff: float = typer.Option(1.0, "--backoff", help="First back-off wait in seconds, doubled on each retry."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Pairs judged at once (each sends its two orders together)."),
+    max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries on 429, 5xx, timeouts and dropped connections."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=positive, help="Seconds per request."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0, help="First back-off wait in seconds, doubled on each retry."),
     cache: str = typer.Option(DEFAULT_CACHE, "--cache", help="SQLite cache of answers ('none' to disable)."),
     reward: Optional[str] = typer.Option(None, "--reward", help="Reward-model or ensemble directory (reward-model judge)."),
     chat_template: str = typer.Option("auto", "--chat-template", help="Reward judge: auto, on or off."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
     out: Optional[str] = OUT,
     rejects: Optional[str] = REJECTS,
 ) -> None:
@@ -43,8 +43,17 @@ def judge(
     from ..io import UsageError, read_records, summary, write_records
     from ..progress import task_progress
 
+    from ..io import check_distinct_outputs, check_file_output
+
     if (judge_model is None) == (reward is None):
         raise UsageError("give exactly one of --judge-model (LLM judge) or --reward (reward-model judge)")
+    check_file_output(out)
+    check_file_output(rejects, "--rejects")
+    check_distinct_outputs(out=out, rejects=rejects)
+    if cache != "none" and os.path.isdir(cache):
+        raise UsageError(f"--cache {cache}: is a directory, expected an SQLite file (or 'none')")
+    if template is not None and not os.path.isfile(template):
+        raise UsageError(f"--template {template}: no such file")
     if reward is not None:
         from ..judge.reward import judge_with_reward, use_chat_template
         from ..scoring import load_scorer
@@ -106,3 +115,13 @@ def judge(
             failed=failed, unmatched=len(unmatched), verdicts=counts,
             requests=usage.requests, cached_answers=usage.cached, retries=usage.retries, errors=usage.errors,
             prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+    if records and failed == len(records):  # nothing judged: a run that did nothing must not look like success
+        reasons = ", ".join(f"{k} ({v})" for k, v in usage.errors.items()) or "no verdict in any answer"
+        raise typer.Exit(_all_failed(len(records), reasons))
+
+
+def _all_failed(n: int, reasons: str) -> int:
+    import sys
+
+    sys.stderr.write(f"rlhfkit: error: all {n} pairs failed to be judged: {reasons}\n")
+    return 1

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import SEED, err_console, handle_errors
+from .common import SEED, err_console, handle_errors, positive, unit_left_open
 
 metrics_app = typer.Typer(help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
                           no_args_is_help=True, rich_markup_mode=None)
@@ -30,12 +30,12 @@ def pm_divergence_cmd(
     policy: str = typer.Option(..., "--policy"),
     reward: str = typer.Option(..., "--reward", help="Reward-model/ensemble dir or module:function."),
     prompts: str = typer.Option(..., "--prompts", help="Records with a prompt, or plain text lines."),
-    beta: float = typer.Option(1.0, "--beta", help="p_reward = softmax(r / beta)."),
-    samples: int = typer.Option(2, "--samples", help="Responses per prompt (the paper: 2)."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    beta: float = typer.Option(1.0, "--beta", callback=positive, help="p_reward = softmax(r / beta)."),
+    samples: int = typer.Option(2, "--samples", min=1, help="Responses per prompt (the paper: 2)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive, help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histogram and CDF of the per-prompt values."),
     seed: int = SEED,
 ) -> None:
@@ -49,8 +49,11 @@ def pm_divergence_cmd(
     from ..progress import task_progress
     from ..prompts import read_prompts
 
+    from ..io import check_file_output
+
     if samples < 2:
         raise UsageError("--samples must be at least 2")
+    check_file_output(plot, "--plot")
     prompt_list = read_prompts(prompts)
     reward_fn = load_reward(reward)
     with task_progress("pm-divergence", len(prompt_list) * samples) as advance:
@@ -77,11 +80,11 @@ def generation_cmd(
     policy: str = typer.Option(..., "--policy"),
     ref: str = typer.Option(..., "--ref", help="Reference policy for the KL."),
     prompts: str = typer.Option(..., "--prompts"),
-    samples: int = typer.Option(1, "--samples", help="Responses per prompt."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    samples: int = typer.Option(1, "--samples", min=1, help="Responses per prompt."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive, help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
     seed: int = SEED,
 ) -> None:
     """Length, perplexity, entropy E[-log pi(y|x)] and KL E[log pi - log pi_ref] of sampled responses."""
@@ -106,8 +109,8 @@ def accuracy_cmd(
     reward: str = typer.Option(..., "--reward"),
     subset_field: str = typer.Option("subset", "--subset-field", help="Field naming each record's subset."),
     section: Optional[List[str]] = typer.Option(None, "--section", help="NAME=subset1,subset2 (repeat): example-weighted section scores."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model was trained with)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model was trained with)."),
 ) -> None:
     """Strict reward-model accuracy (r_chosen > r_rejected), per subset and section (RewardBench style)."""
     from ..io import UsageError, read_records
@@ -145,8 +148,8 @@ def reward_dist_cmd(
     reward: str = typer.Option(..., "--reward"),
     group_field: str = typer.Option("open_ended", "--group-field", help="Field splitting prompts into groups."),
     squash: str = typer.Option("sigmoid", "--squash", help="sigmoid (as the ranking loss reads rewards) or none."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model was trained with)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model was trained with)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: reward histograms and mean reward by rank per group."),
 ) -> None:
     """Reward distributions per prompt group (Reward Collapse): by rank, and the groups' distance."""
@@ -156,6 +159,9 @@ def reward_dist_cmd(
     from ..metrics.core import ks_statistic, mean_by_rank, wasserstein_1d
     from ..scoring import load_scorer
 
+    from ..io import check_file_output
+
+    check_file_output(plot, "--plot")
     examples, _ = read_records(data, ("ranking",))
     scorer = load_scorer(reward, max_length=max_length)
     prompts = [e.prompt for e in examples for _ in e.responses]
@@ -199,7 +205,7 @@ def reward_dist_cmd(
 def winrate_cmd(
     judgments: str = typer.Argument(..., help="Output of `rlhfkit judge` (records with verdict A, B or tie)."),
     player: str = typer.Option("A", "--player", help="Whose win rate: A (first file) or B."),
-    bootstrap: int = typer.Option(10000, "--bootstrap", help="Bootstrap resamples for the 95% interval."),
+    bootstrap: int = typer.Option(10000, "--bootstrap", min=1, help="Bootstrap resamples for the 95% interval."),
     seed: int = SEED,
 ) -> None:
     """Win / tie / lose counts, (win + tie/2) / n and a bootstrap 95% interval; failed pairs are counted apart."""

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import CONFIG, SEED, apply_config, handle_errors
+from .common import CONFIG, SEED, apply_config, handle_errors, open_unit, positive, unit_left_open
 
 
 @handle_errors
@@ -16,34 +16,34 @@ def ppo(
     reward: str = typer.Option(..., "--reward", help="Reward-model dir, ensemble dir, or module:function over (prompt, response)."),
     prompts: str = typer.Option(..., "--prompts", help="Prompt, generation or pair records (their prompt), or plain text lines."),
     out: str = typer.Option(..., "--out", "-o", help="Output directory: policy, log.jsonl, samples.jsonl, checkpoints/."),
-    reward_head: Optional[int] = typer.Option(None, "--reward-head", help="Ensemble: optimise head i (default: the heads' mean)."),
+    reward_head: Optional[int] = typer.Option(None, "--reward-head", min=0, help="Ensemble: optimise head i (default: the heads' mean)."),
     normalize_reward: bool = typer.Option(False, "--normalize-reward", help="Standardise scores with the reward model's training mean/std."),
     reward_scale: float = typer.Option(1.0, "--reward-scale", help="Multiply scores (PM RLHF uses r/beta: set 1/beta)."),
     regularizer: str = typer.Option("kl", "--regularizer", help="kl, var-kl, pm, cpm or none."),
-    beta: float = typer.Option(0.05, "--beta", help="Regulariser weight."),
-    alpha: float = typer.Option(0.3, "--alpha", help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
-    variance_power: float = typer.Option(1.0, "--variance-power", help="var-kl: sigma^p scales the KL (1 or 2)."),
+    beta: float = typer.Option(0.05, "--beta", min=0, help="Regulariser weight."),
+    alpha: float = typer.Option(0.3, "--alpha", callback=open_unit, help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
+    variance_power: float = typer.Option(1.0, "--variance-power", min=0, help="var-kl: sigma^p scales the KL (1 or 2)."),
     adaptive_kl: bool = typer.Option(False, "--adaptive-kl", help="Adapt beta towards --target-kl."),
-    target_kl: float = typer.Option(6.0, "--target-kl"),
-    steps: int = typer.Option(100, "--steps", help="PPO iterations."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Rollouts per iteration."),
-    mini_batch_size: int = typer.Option(8, "--mini-batch-size"),
-    ppo_epochs: int = typer.Option(4, "--ppo-epochs"),
-    lr: float = typer.Option(1.41e-5, "--lr"),
+    target_kl: float = typer.Option(6.0, "--target-kl", callback=positive),
+    steps: int = typer.Option(100, "--steps", min=1, help="PPO iterations."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Rollouts per iteration."),
+    mini_batch_size: int = typer.Option(8, "--mini-batch-size", min=1),
+    ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1),
+    lr: float = typer.Option(1.41e-5, "--lr", callback=positive),
     critic: str = typer.Option("shared", "--critic", help="shared (value head on the policy) or separate (own copy of the policy)."),
-    critic_lr: Optional[float] = typer.Option(None, "--critic-lr"),
-    vf_coef: float = typer.Option(0.1, "--vf-coef"),
-    clip: float = typer.Option(0.2, "--clip", help="Policy ratio clip."),
-    value_clip: float = typer.Option(0.2, "--value-clip"),
-    gamma: float = typer.Option(1.0, "--gamma"),
-    lam: float = typer.Option(0.95, "--lam"),
-    score_clip: float = typer.Option(5.0, "--score-clip", help="Clip the sequence score to +-this."),
-    max_prompt_length: int = typer.Option(256, "--max-prompt-length"),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    sample_steps: int = typer.Option(10, "--sample-steps", help="Append the batch to samples.jsonl every N steps."),
-    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint every N steps (0: never)."),
+    critic_lr: Optional[float] = typer.Option(None, "--critic-lr", callback=positive),
+    vf_coef: float = typer.Option(0.1, "--vf-coef", min=0),
+    clip: float = typer.Option(0.2, "--clip", callback=positive, help="Policy ratio clip."),
+    value_clip: float = typer.Option(0.2, "--value-clip", callback=positive),
+    gamma: float = typer.Option(1.0, "--gamma", min=0, max=1),
+    lam: float = typer.Option(0.95, "--lam", min=0, max=1),
+    score_clip: float = typer.Option(5.0, "--score-clip", callback=positive, help="Clip the sequence score to +-this."),
+    max_prompt_length: int = typer.Option(256, "--max-prompt-length", min=1),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
+    sample_steps: int = typer.Option(10, "--sample-steps", min=0, help="Append the batch to samples.jsonl every N steps."),
+    save_steps: int = typer.Option(50, "--save-steps", min=0, help="Checkpoint every N steps (0: never)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
     dtype: str = typer.Option("auto", "--dtype"),
     seed: int = SEED,
@@ -60,7 +60,10 @@ def ppo(
     from ..ppo.trainer import PPOConfig, check_config, train_ppo
     from ..prompts import read_prompts
 
+    from ..io import check_dir_output
+
     values = apply_config(ctx, config, dict(locals()))
+    check_dir_output(values["out"])
     cfg = PPOConfig(**{k: v for k, v in values.items() if k in PPOConfig.__dataclass_fields__})
     check_config(cfg)
     prompt_list = read_prompts(values["prompts"])

@@ -15,9 +15,9 @@ def prompts(
     kind: str = typer.Option("short", "--kind", help="short: first 2-8 words of each text; extract: each record's own prompt (HH: the shared prefix); prefix-rankings: Reward Collapse rankings."),
     text_field: str = typer.Option("text,response,output,chosen", "--text-field", help="Fields to take the text from (first present wins)."),
     prompt_field: str = typer.Option("prompt,instruction", "--prompt-field", help="prefix-rankings: fields holding the question."),
-    min_words: int = typer.Option(2, "--min-words", help="short: fewest words; prefix-rankings: shortest usable answer (paper: 100)."),
-    max_words: int = typer.Option(8, "--max-words", help="short: most words."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Stop after this many records."),
+    min_words: int = typer.Option(2, "--min-words", min=1, help="short: fewest words; prefix-rankings: shortest usable answer (paper: 100)."),
+    max_words: int = typer.Option(8, "--max-words", min=1, help="short: most words."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Stop after this many records."),
     seed: int = SEED,
     out: Optional[str] = OUT,
 ) -> None:

@@ -13,8 +13,8 @@ from .common import ON_ERROR, OUT, REJECTS, handle_errors
 def score(
     data: str = typer.Argument("-", help="Generation, pair or ranking records; '-' for stdin."),
     reward: str = typer.Option(..., "--reward", help="Reward-model or ensemble directory."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: what the reward model or ensemble was trained with)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model or ensemble was trained with)."),
     out: Optional[str] = OUT,
     on_error: str = ON_ERROR,
     rejects: Optional[str] = REJECTS,
@@ -29,6 +29,11 @@ def score(
     from ..io import read_records, summary, write_records
     from ..scoring import load_scorer, score_examples
 
+    from ..io import check_distinct_outputs, check_file_output
+
+    check_file_output(out)
+    check_file_output(rejects, "--rejects")
+    check_distinct_outputs(out=out, rejects=rejects)
     examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects)
     scorer = load_scorer(reward, max_length=max_length)
     records = score_examples(scorer, examples, batch_size)

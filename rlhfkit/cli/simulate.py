@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from .common import SEED, err_console, handle_errors
+from .common import SEED, err_console, handle_errors, positive
 
 simulate_app = typer.Typer(help="The papers' theory experiments (variance-aware policies, PM bias).",
                            no_args_is_help=True, rich_markup_mode=None)
@@ -17,9 +17,9 @@ simulate_app = typer.Typer(help="The papers' theory experiments (variance-aware 
 @simulate_app.command("variance-aware")
 @handle_errors
 def variance_aware_cmd(
-    dim: int = typer.Option(1000, "--dim", help="Number of responses (the paper: 1000)."),
-    draws: int = typer.Option(2000, "--draws", help="Reward estimates drawn per setting."),
-    epsilon: float = typer.Option(1.69, "--epsilon", help="Policy step budget."),
+    dim: int = typer.Option(1000, "--dim", min=1, help="Number of responses (the paper: 1000)."),
+    draws: int = typer.Option(2000, "--draws", min=1, help="Reward estimates drawn per setting."),
+    epsilon: float = typer.Option(1.69, "--epsilon", callback=positive, help="Policy step budget."),
     reward_scale: float = typer.Option(0.1, "--reward-scale", help="r*_i ~ N(0, scale^2)."),
     base_return: float = typer.Option(4.6, "--base-return", help="r*.pi0, the starting policy's return."),
     high: str = typer.Option("3:100", "--high", help="Variance range of the high-variability setting."),

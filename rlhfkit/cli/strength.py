@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Optional
 
 import typer
@@ -16,11 +15,11 @@ def strength(
     ensemble: Optional[str] = typer.Option(None, "--ensemble", help="Ensemble (or reward-model) directory; default: train one on DATA."),
     model: str = typer.Option("minilm", "--model", help="Backbone when training the ensemble here."),
     from_rm: Optional[str] = typer.Option(None, "--from-rm", help="Train the heads here on this reward model's backbone (two-stage recipe; usually sharper)."),
-    heads: int = typer.Option(10, "--heads", help="Heads when training the ensemble here."),
-    epochs: int = typer.Option(3, "--epochs", help="Head epochs when training the ensemble here."),
+    heads: int = typer.Option(10, "--heads", min=1, help="Heads when training the ensemble here."),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="Head epochs when training the ensemble here."),
     save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", help="Keep the ensemble trained here in this directory."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    max_length: Optional[int] = typer.Option(None, "--max-length", help="Tokens per text (default: the --ensemble's own, else 512)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: the --ensemble's own, else 512)."),
     plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histograms of mean and std, std by decile of mean."),
     seed: int = SEED,
     out: Optional[str] = OUT,
@@ -41,11 +40,23 @@ def strength(
     from ..strength import auroc, decile_curve, describe, pair_margins
     from ..strength import strength as strength_of
 
+    from ..io import check_dir_output, check_distinct_outputs, check_file_output
+
+    check_file_output(out)
+    check_file_output(rejects, "--rejects")
+    check_file_output(plot, "--plot")
+    check_distinct_outputs(out=out, rejects=rejects, plot=plot)
+    if save_ensemble:
+        check_dir_output(save_ensemble, "--save-ensemble")
     examples, stats = read_records(data, ("pair",), on_error, rejects)
     if ensemble is None:  # train on DATA itself; its rewards on DATA come with it (one backbone pass)
-        directory = save_ensemble or tempfile.mkdtemp(prefix="rlhfkit-ensemble-")
-        _, rewards = build_ensemble(examples, directory, model, HeadTraining(heads=heads, epochs=epochs, seed=seed),
-                                    from_rm=from_rm, max_length=max_length or 512, batch_size=batch_size)
+        from contextlib import nullcontext
+
+        from ..io import scratch_dir
+
+        with nullcontext(save_ensemble) if save_ensemble else scratch_dir("ensemble") as directory:
+            _, rewards = build_ensemble(examples, directory, model, HeadTraining(heads=heads, epochs=epochs, seed=seed),
+                                        from_rm=from_rm, max_length=max_length or 512, batch_size=batch_size)
         margins, members = rewards[: len(examples)] - rewards[len(examples):], heads
     else:
         directory = ensemble

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import nullcontext
 from typing import Optional
 
 import typer
@@ -22,17 +23,20 @@ def validate(
     Reads pair, ranking, generation or prompt records; writes them unchanged plus `id` where a
     record had none; counts per kind go to the summary line.
     """
-    from ..io import RecordReader, summary, write_bytes_atomic, write_records
+    from ..io import RecordReader, atomic_output, check_distinct_outputs, check_file_output, summary, write_records
 
-    reader = RecordReader(data, on_error=on_error)  # streams: memory stays flat however long the file
+    check_file_output(out)
+    check_file_output(rejects, "--rejects")
+    check_distinct_outputs(out=out, rejects=rejects)
     kinds: Counter = Counter()
+    # streams: memory stays flat however long the file, for the records and for the rejected lines
+    with atomic_output(rejects, "wb") if rejects else nullcontext(None) as rejected:
+        reader = RecordReader(data, on_error=on_error, on_reject=rejected.write if rejected else (lambda line: None))
 
-    def checked():
-        for ex in reader:
-            kinds[ex.kind] += 1
-            yield ex.output()
+        def checked():
+            for ex in reader:
+                kinds[ex.kind] += 1
+                yield ex.output()
 
-    write_records(out, checked())
-    if rejects:
-        write_bytes_atomic(rejects, b"".join(reader.stats.rejected_lines))
+        write_records(out, checked())
     summary(stage="validate", read=reader.stats.read, skipped=reader.stats.skipped, kinds=dict(kinds))

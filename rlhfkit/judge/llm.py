@@ -47,9 +47,32 @@ class JudgeCallError(Exception):
     """A request that failed for good; its message is the reason written to the output."""
 
 
+class MalformedReply(Exception):
+    """A 200 answer that is not a chat completion (an HTML page, no choices, an error object)."""
+
+
+def answer_of(reply: Any) -> tuple[str, int, int]:
+    """(text, prompt tokens, completion tokens) of a chat completion, or MalformedReply."""
+    choices = getattr(reply, "choices", None)
+    if not choices:
+        error = getattr(reply, "error", None) if not isinstance(reply, str) else None
+        what = f"an error object ({error})" if error else "an HTML or non-JSON body" if isinstance(reply, str) else "no choices"
+        raise MalformedReply(f"malformed reply: {what}"[:200])
+    message = getattr(choices[0], "message", None)
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply("malformed reply: message content is not text")
+    usage = getattr(reply, "usage", None)
+    pt = getattr(usage, "prompt_tokens", 0) or 0 if usage else 0
+    ct = getattr(usage, "completion_tokens", 0) or 0 if usage else 0
+    return content or "", int(pt), int(ct)
+
+
 def _retryable(exc: Exception) -> bool:
     import openai
 
+    if isinstance(exc, MalformedReply):  # a proxy's error page or an overloaded server: try again
+        return True
     if isinstance(exc, (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError)):
         return True
     return isinstance(exc, openai.APIStatusError) and exc.status_code >= 500
@@ -58,6 +81,8 @@ def _retryable(exc: Exception) -> bool:
 def _reason(exc: Exception) -> str:
     import openai
 
+    if isinstance(exc, MalformedReply):
+        return str(exc)
     if isinstance(exc, openai.APIStatusError):
         return f"HTTP {exc.status_code} ({type(exc).__name__})"
     return type(exc).__name__
@@ -89,6 +114,7 @@ class PairwiseJudge:
                 reply = await self.client.chat.completions.create(
                     model=self.s.model, messages=[{"role": "user", "content": content}], temperature=self.s.temperature,
                     max_tokens=self.s.max_tokens)
+                answer, pt, ct = answer_of(reply)
                 break
             except Exception as exc:  # noqa: BLE001 - classified below
                 if not _retryable(exc) or attempt == self.s.max_retries:
@@ -98,9 +124,6 @@ class PairwiseJudge:
                 self.usage.retries += 1
                 wait = min(self.s.max_backoff, self.s.backoff * 2**attempt) * (0.5 + random.random() / 2)
                 await self.sleep(wait)
-        answer = reply.choices[0].message.content or ""
-        usage = getattr(reply, "usage", None)
-        pt, ct = (usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage else (0, 0)
         self.usage.prompt_tokens += pt
         self.usage.completion_tokens += ct
         if parse_verdict(answer) is not None:  # an answer without a verdict is reported, not kept as final

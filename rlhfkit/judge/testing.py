@@ -3,7 +3,9 @@
 It judges by a transparent rule: the answer containing "[good]" wins, and neither or both give
 [[C]]. Markers in the question script failures: RATE_LIMIT_ONCE (HTTP 429 once), SERVER_ERROR_ONCE
 (HTTP 500 once), SLOW_ONCE (one reply slower than the client's timeout), GARBLED (no verdict),
-POSITION_BIAS (always [[A]], so the two orders disagree), ALWAYS_500 (never succeeds).
+POSITION_BIAS (always [[A]], so the two orders disagree), ALWAYS_500 (never succeeds), and
+malformed answers with status 200: HTML_200 (an HTML page), EMPTY_CHOICES (`choices: []`),
+ERROR_200 (`{"error": ...}`), each with an _ONCE variant that answers properly on the retry.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ class FakeJudgeServer:
                 status, payload, delay = server.respond(body)
                 if delay:
                     time.sleep(delay)
-                data = json.dumps(payload).encode()
+                html = isinstance(payload, str)
+                data = payload.encode() if html else json.dumps(payload).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/html" if html else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -76,7 +79,7 @@ class FakeJudgeServer:
             self.seen.add(key)
             return True
 
-    def respond(self, body: dict) -> tuple[int, dict, float]:
+    def respond(self, body: dict) -> tuple[int, dict | str, float]:
         content = body["messages"][-1]["content"]
         delay = self.latency
         if "ALWAYS_500" in content:
@@ -85,6 +88,14 @@ class FakeJudgeServer:
             return 429, {"error": {"message": "slow down", "type": "rate_limit_exceeded"}}, delay
         if "SERVER_ERROR_ONCE" in content and self._once("500", content):
             return 500, {"error": {"message": "oops", "type": "server_error"}}, delay
+        for marker, payload in (("HTML_200", "<html><body>502 Bad Gateway (proxy)</body></html>"),
+                                ("EMPTY_CHOICES", {"id": "x", "object": "chat.completion", "choices": []}),
+                                ("ERROR_200", {"error": {"message": "model overloaded", "type": "server_error"}})):
+            if f"{marker}_ONCE" in content:
+                if self._once(marker, content):
+                    return 200, payload, delay
+            elif marker in content:
+                return 200, payload, delay
         if "SLOW_ONCE" in content and self._once("slow", content):
             delay = self.slow_seconds
         m = _SECTION.search(content)

@@ -8,6 +8,7 @@ GAE → a few epochs of clipped policy and value updates on mini-batches.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import __version__
+from .. import checkpoint as ckpt
 from ..io import UsageError
 from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype, write_meta
 from . import core
@@ -251,42 +253,52 @@ class PPOTrainer:
             os.replace(f, d / f.name)
         tmp.rmdir()
 
-    def save_checkpoint(self, step: int) -> None:
+    def save_checkpoint(self, step: int, identity: dict) -> None:
+        """policy/ (safetensors), state.pt (tensors only: optimizer, value model), JSON for the rest."""
         root = Path(self.cfg.out) / "checkpoints"
         tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self.policy.save_pretrained(tmp / "policy", safe_serialization=True)
-        state = {"step": torch.tensor(step), "beta": torch.tensor(self.beta, dtype=torch.float64),
-                 "rng": torch.get_rng_state(),
-                 "optimizer": self.optimizer.state_dict(),
-                 "value": (self.value_head or self.critic).state_dict()}
-        torch.save(state, tmp / "state.pt")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))[:-2]:
-            shutil.rmtree(old)
+        torch.save({"optimizer": self.optimizer.state_dict(), "value": (self.value_head or self.critic).state_dict()},
+                   tmp / "state.pt")
+        ckpt.save_rng(tmp)
+        # β as JSON: a float64 that the adaptive controller continues exactly
+        ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "beta": self.beta, "identity": identity})
+        ckpt.publish(tmp, final, keep=2)
 
-    def load_checkpoint(self) -> int:
-        root = Path(self.cfg.out) / "checkpoints"
-        found = sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1])) if root.exists() else []
+    def load_checkpoint(self, identity: dict) -> int:
+        found = ckpt.list_checkpoints(Path(self.cfg.out) / "checkpoints")
         if not found:
             return 0
         last = found[-1]
         from safetensors.torch import load_file
 
+        meta = ckpt.read_json(last / ckpt.STATE_FILE)
+        ckpt.check_identity(meta.get("identity"), identity, last)
         weights = load_file(str(last / "policy" / "model.safetensors"))
         self.policy.load_state_dict(weights, strict=False)
-        state = torch.load(last / "state.pt", weights_only=True)
+        state = ckpt.load_tensors(last / "state.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         (self.value_head or self.critic).load_state_dict(state["value"])
-        torch.set_rng_state(state["rng"])
-        self.beta = float(state["beta"])  # float64: the adaptive controller continues exactly
+        ckpt.load_rng(last)
+        self.beta = float(meta["beta"])
         if self.kl_ctl is not None:
             self.kl_ctl.beta = self.beta
-        return int(state["step"])
+        return int(meta["step"])
+
+
+IDENTITY_IGNORES = {"out", "resume", "steps", "save_steps", "sample_steps", "dtype"}
+
+
+def run_identity(cfg: PPOConfig, prompts: Sequence[Any]) -> dict:
+    """What a checkpoint must share with the run that resumes it: the prompts and every setting that
+    shapes the policy (more --steps may continue a run; logging, saving and precision may change)."""
+    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
+    blob = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    identity["prompts_fingerprint"] = hashlib.sha256(blob).hexdigest()[:16]
+    return identity
 
 
 def prompt_batches(n_prompts: int, batch_size: int, seed: int):
@@ -311,12 +323,13 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
     trainer = PPOTrainer(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = trainer.load_checkpoint() if cfg.resume else 0
+    identity = run_identity(cfg, prompts)
+    start = trainer.load_checkpoint(identity) if cfg.resume else 0
+    if not cfg.resume and (out / "checkpoints").exists():  # a new run replaces the old run's checkpoints
+        shutil.rmtree(out / "checkpoints")
     log_path, samples_path = out / "log.jsonl", out / "samples.jsonl"
     for path in (log_path, samples_path):
-        if path.exists():
-            keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= start]
-            path.write_text("".join(line + "\n" for line in keep))
+        ckpt.rewrite_log(path, start)
     batches = prompt_batches(len(prompts), cfg.batch_size, cfg.seed)
     for _ in range(start):
         next(batches)
@@ -336,7 +349,7 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
                     for p, r, s in zip(batch_prompts, batch["texts"], batch["score"].tolist()):
                         fh.write(json.dumps({"step": step, "prompt": p, "response": r, "reward": s}, ensure_ascii=False) + "\n")
             if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
-                trainer.save_checkpoint(step)
+                trainer.save_checkpoint(step, identity)
             advance(1)
     trainer.save_policy(cfg.out, {"final_stats": stats})
     return {"steps": cfg.steps, **{k: v for k, v in stats.items() if k in ("reward_mean", "kl", "entropy", "response_length")}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
@@ -104,10 +105,11 @@ def sample_pairs(pairs: list[tuple[int, int]], max_pairs: int, g: torch.Generato
 
 
 def fingerprint(examples: Sequence[Example]) -> str:
-    """A hash of the training records' ids, to tell which data built a model."""
+    """A hash of the training records' content in order (ids alone may be reused for other content),
+    to tell which data built a model and whether a checkpoint belongs to this data."""
     h = hashlib.sha256()
     for e in examples:
-        h.update(e.id.encode())
+        h.update(json.dumps(e.raw, sort_keys=True, ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()[:16]
 

@@ -1,7 +1,8 @@
 """The reward-model training loop (accelerate underneath: one CPU, one GPU, or many).
 
 Data order is a pure function of (seed, epoch), and checkpoints hold the model, optimizer,
-scheduler and RNG states, so ``resume=True`` continues an interrupted run to the same weights.
+scheduler and RNG states (tensors and JSON only, see ``rlhfkit.checkpoint``), so ``resume=True``
+continues an interrupted run to the same weights, and refuses a checkpoint of another run.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from .. import checkpoint as ckpt
 from ..io import UsageError
 from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout, write_meta
 from ..records import Example
@@ -198,34 +200,60 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
     return loss, delta, score.detach()
 
 
-# ---------------------------------------------------------------- checkpoints
+# ---------------------------------------------------------------- checkpoints (tensors and JSON only)
 
-def checkpoints(out: str) -> list[Path]:
-    d = Path(out) / "checkpoints"
-    found = [p for p in d.glob("step-*") if p.is_dir() and (p / "trainer_state.json").exists()] if d.is_dir() else []
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+IDENTITY_IGNORES = {"out", "resume", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
+                    "early_stop_loss", "dtype"}
 
 
-def save_checkpoint(accelerator, out: str, step: int, keep: int) -> None:
+def run_identity(cfg: TrainConfig, examples: Sequence[Example], meta_examples: Sequence[Example] | None) -> dict:
+    """What a checkpoint must share with the run that resumes it: the data, and every setting that
+    shapes the model, the schedule or the data order (not logging, saving or the precision)."""
+    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
+    identity["data_fingerprint"] = fingerprint(examples)
+    identity["meta_fingerprint"] = fingerprint(meta_examples) if meta_examples else None
+    return identity
+
+
+def save_checkpoint(accelerator, module, optimizer, scheduler, out: str, step: int, keep: int, identity: dict) -> None:
+    """model.safetensors, optimizer.pt (tensors only), scheduler and RNG states, trainer_state.json."""
+    from safetensors.torch import save_model
+
     root = Path(out) / "checkpoints"
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.save_state(str(tmp))
     if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step}))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)  # a checkpoint is whole or absent
-        for old in checkpoints(out)[:-keep]:
-            shutil.rmtree(old)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    ckpt.save_rng(tmp, accelerator.process_index)
+    if accelerator.is_main_process:
+        save_model(accelerator.unwrap_model(module), str(tmp / "model.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        ckpt.write_json(tmp / "scheduler.json", scheduler.state_dict())
+        if accelerator.scaler is not None:
+            ckpt.write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "identity": identity,
+                                                "world_size": accelerator.num_processes})
+        ckpt.publish(tmp, final, keep)
+    accelerator.wait_for_everyone()
 
 
-def _rewrite_log(path: Path, upto_step: int) -> None:
-    """On resume, drop log lines the interrupted run wrote after its last checkpoint."""
-    if path.exists():
-        lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= upto_step]
-        path.write_text("".join(line + "\n" for line in lines))
+def load_checkpoint(accelerator, module, optimizer, scheduler, last: Path, identity: dict) -> int:
+    """Restore a checkpoint written by ``save_checkpoint`` after checking it belongs to this run."""
+    from safetensors.torch import load_model
+
+    state = ckpt.read_json(last / ckpt.STATE_FILE)
+    ckpt.check_identity(state.get("identity"), identity, last)
+    load_model(accelerator.unwrap_model(module), str(last / "model.safetensors"))
+    optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
+    scheduler.load_state_dict(ckpt.read_json(last / "scheduler.json"))
+    if accelerator.scaler is not None and (last / "scaler.json").exists():
+        accelerator.scaler.load_state_dict(ckpt.read_json(last / "scaler.json"))
+    ckpt.load_rng(last, accelerator.process_index)
+    return int(state["step"])
 
 
 # ---------------------------------------------------------------- the loop
@@ -275,7 +303,6 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     module, optimizer = accelerator.prepare(module, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     device = accelerator.device
     pad_id = tok.pad_token_id
 
@@ -283,13 +310,17 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "log.jsonl"
     step = 0
-    if cfg.resume and checkpoints(cfg.out):
-        last = checkpoints(cfg.out)[-1]
-        accelerator.load_state(str(last))
-        step = json.loads((last / "trainer_state.json").read_text())["step"]
-        _rewrite_log(log_path, step)
-    elif log_path.exists():
-        log_path.unlink()
+    identity = run_identity(cfg, examples, meta_examples)
+    found = ckpt.list_checkpoints(out / "checkpoints")
+    if cfg.resume and found:
+        step = load_checkpoint(accelerator, module, optimizer, scheduler, found[-1], identity)
+        if accelerator.is_main_process:
+            ckpt.rewrite_log(log_path, step)
+    elif accelerator.is_main_process:  # a new run in this directory replaces the old run's log and checkpoints
+        if log_path.exists():
+            log_path.unlink()
+        if (out / "checkpoints").exists():
+            shutil.rmtree(out / "checkpoints")
 
     from ..progress import task_progress
 
@@ -350,7 +381,8 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
                         stopped_early = True
                     window = {k: [] for k in window}
                 if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
-                    save_checkpoint(accelerator, cfg.out, step, cfg.save_total_limit)
+                    save_checkpoint(accelerator, module, optimizer, scheduler, cfg.out, step, cfg.save_total_limit,
+                                    identity)
             epoch += 1
 
     accelerator.wait_for_everyone()
