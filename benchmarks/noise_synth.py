@@ -1,54 +1,195 @@
-"""Noise detection and cleaning on synth data (Secrets II §2 on data whose truth is known).
+"""Noise detection and cleaning on synth data, judged by the reward model each cleaning produces.
 
-1. synth pairs with 20% flipped labels; `rlhfkit strength` trained on the data itself (K = 10
-   heads) → AUROC of −strength_mean for the flipped pairs. Two ensembles: heads on the frozen
-   minilm ("one-stage", the default), and heads on a minilm reward model first fine-tuned on the
-   noisy data ("two-stage", `--from-rm`, the Uncertainty-aware RLHF recipe).
-2. `rlhfkit clean --flip` → precision / recall of the flips.
-3. `rlhfkit train-rm` on the noisy data and on each cleaned set → accuracy on clean held-out pairs.
+For every noise level and seed: `synth --n N --noise P --seed S` (the same pairs at every noise
+level, `--noise 0` being the gold-label oracle), strength by the new default (cross-fitted members)
+and by the old one (`--in-sample` heads on frozen minilm), then cleaned training sets:
 
-    python benchmarks/noise_synth.py [--n 1000] [--model minilm] [--out bench-out/noise_synth]
+    noisy      the data as given
+    gold       the oracle: the same pairs with their true labels
+    old        old default: in-sample strength, flip every pair with mean < 0
+    new        new default: cross-fitted strength | clean --flip (P(label wrong) >= 0.6, unanimous)
+    cleanlab   cleanlab.filter.find_label_issues on the same out-of-sample probabilities, flagged pairs flipped
+    drop       the new rule's pairs dropped instead of flipped (clean --drop-wrong)
+    flip+drop  flip the confident ones, drop the uncertain ones (clean --flip --drop-uncertain 0.3)
+    soft       flip the confident ones, soft labels from P(label wrong) on every pair (clean --flip --soft)
+
+A minilm reward model (2 epochs, lr 5e-5, batch 16) is trained on each set and scored on 500 clean
+held-out pairs (`synth --n 500 --noise 0 --seed 10000+S`). Reported per run: flip precision and
+recall against the injected noise, AUROC of -strength_mean, the fraction of pairs flipped, the
+noise-rate estimate, ECE of P(label wrong), strength time, and held-out accuracy of every set.
+Runs already in --out are reused, so the grid can be grown a cell at a time.
+
+    python benchmarks/noise_synth.py --noise 0 0.1 0.2 0.4 --seeds 0 1 2 [--n 1000] [--variants ...]
+    python benchmarks/noise_synth.py --summary            # the table from what --out holds
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
+import time
 from pathlib import Path
 
-from _run import rlhfkit
+from _run import read_jsonl, rlhfkit, write_jsonl
+
+VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft")
+CLEAN_FLAGS = {"new": ["--flip"], "drop": ["--drop-wrong"], "flip+drop": ["--flip", "--drop-uncertain", "0.3"],
+               "soft": ["--flip", "--soft"]}
+
+
+def flipped_by_cleanlab(strength_rows: list[dict]) -> list[bool]:
+    """cleanlab's confident learning on the out-of-sample probabilities: each pair is an example
+    labelled with its given order, p = σ(strength_mean); its swapped twin carries the other label,
+    so both 'classes' are present. Originals flagged as label issues are flipped."""
+    import numpy as np
+    from cleanlab.filter import find_label_issues
+
+    m = np.array([r["strength_mean"] for r in strength_rows])
+    p = 1 / (1 + np.exp(-m))
+    labels = np.concatenate([np.ones(len(m), int), np.zeros(len(m), int)])
+    probs = np.concatenate([np.stack([1 - p, p], 1), np.stack([p, 1 - p], 1)])
+    issues = find_label_issues(labels, probs)
+    return list(issues[: len(m)])
+
+
+def flip(row: dict) -> dict:
+    out = dict(row, chosen=row["rejected"], rejected=row["chosen"])
+    out["gold_chosen"], out["gold_rejected"] = row["gold_rejected"], row["gold_chosen"]
+    return out
+
+
+def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], model: str, epochs: str) -> dict:
+    cell = out / f"n{n}-noise{noise}-seed{seed}"
+    cell.mkdir(parents=True, exist_ok=True)
+    result_path = cell / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.exists() else {"n": n, "noise": noise, "seed": seed,
+                                                                                 "heldout_accuracy": {}}
+    noisy, gold, held = cell / "noisy.jsonl", out / f"gold-n{n}-seed{seed}.jsonl", out / f"heldout-seed{seed}.jsonl"
+    if not noisy.exists():
+        rlhfkit("synth", "--n", n, "--noise", noise, "--seed", seed, "--out", noisy)
+    if not gold.exists():
+        rlhfkit("synth", "--n", n, "--noise", 0, "--seed", seed, "--out", gold)
+    if not held.exists():
+        rlhfkit("synth", "--n", 500, "--noise", 0, "--seed", 10_000 + seed, "--out", held)
+
+    def strength(name: str, *flags) -> dict:
+        path = cell / f"strength-{name}.jsonl"
+        key = f"strength_{name}"
+        if key not in result:
+            t0 = time.perf_counter()
+            _, s = rlhfkit("strength", noisy, "--model", model, *flags, "--seed", seed, "--out", path)
+            result[key] = {k: s.get(k) for k in ("noisy_auroc", "noise_rate_estimate", "p_wrong_ece",
+                                                 "fraction_mean_below_0")}
+            result[key]["seconds"] = round(time.perf_counter() - t0, 1)
+        return result[key]
+
+    strength("new")
+    if "old" in variants:
+        strength("old", "--in-sample")
+    sets = {"noisy": noisy, "gold": gold}
+    quality = result.setdefault("flip_quality", {})
+    for v in variants:
+        if v in sets:
+            continue
+        path = cell / f"clean-{v}.jsonl"
+        if not path.exists():
+            if v == "old":
+                _, s = rlhfkit("clean", cell / "strength-old.jsonl", "--flip-below", 0, "--out", path)
+            elif v == "cleanlab":
+                rows = read_jsonl(cell / "strength-new.jsonl")
+                flags = flipped_by_cleanlab(rows)
+                write_jsonl(path, [dict(flip(r), clean_action="flip") if f else dict(r, clean_action="keep")
+                                   for r, f in zip(rows, flags)])
+                tp = sum(f and r["noisy"] for r, f in zip(rows, flags))
+                s = {"flip_quality": {"flipped": sum(flags), "true_flips": tp, "noisy": sum(r["noisy"] for r in rows),
+                                      "precision": tp / max(1, sum(flags)),
+                                      "recall": tp / max(1, sum(r["noisy"] for r in rows))}}
+            else:
+                _, s = rlhfkit("clean", cell / "strength-new.jsonl", *CLEAN_FLAGS[v], "--rejects",
+                               cell / f"rejects-{v}.jsonl", "--out", path)
+            q = s.get("flip_quality", {})
+            rows = read_jsonl(path)
+            quality[v] = {"flipped": q.get("flipped", 0), "precision": q.get("precision"), "recall": q.get("recall"),
+                          "fraction_flipped": round(q.get("flipped", 0) / n, 4), "kept": len(rows),
+                          "wrong_labels_left": sum(bool(r["gold_chosen"] < r["gold_rejected"]) for r in rows)}
+        sets[v] = path
+    acc = result["heldout_accuracy"]
+    for v in variants:
+        if v in acc:
+            continue
+        gold_model = out / f"rm-gold-n{n}-seed{seed}"
+        target = gold_model if v == "gold" else cell / f"rm-{v}"
+        if v == "gold" and (gold_model / "rlhfkit.json").exists():
+            acc[v] = json.loads((gold_model / "accuracy.json").read_text())["accuracy"]
+            continue
+        _, tr = rlhfkit("train-rm", sets[v], "--model", model, "--out", target, "--lr", "5e-5", "--batch-size", 16,
+                        "--epochs", epochs, "--warmup-ratio", 0.1, "--save-steps", 0, "--eval", held, "--seed", seed)
+        acc[v] = tr["eval_accuracy"]
+        if v == "gold":
+            (gold_model / "accuracy.json").write_text(json.dumps({"accuracy": acc[v]}))
+        result_path.write_text(json.dumps(result, indent=1))
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def table(out: Path) -> str:
+    cells = [json.loads(p.read_text()) for p in sorted(out.glob("n*-noise*-seed*/result.json"))]
+    by_level: dict = {}
+    for c in cells:
+        by_level.setdefault((c["n"], c["noise"]), []).append(c)
+
+    def ms(values):
+        values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if not values:
+            return "–"
+        if len(values) == 1:
+            return f"{values[0]:.3f}"
+        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+    lines = ["| n | noise | seeds | set | flips (share of pairs) | flip precision | flip recall | wrong labels left | held-out accuracy |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (n, noise), cs in sorted(by_level.items()):
+        for v in VARIANTS:
+            accs = [c["heldout_accuracy"].get(v) for c in cs]
+            if all(a is None for a in accs):
+                continue
+            q = [c.get("flip_quality", {}).get(v, {}) for c in cs]
+            lines.append(f"| {n} | {noise} | {len(cs)} | {v} | {ms([x.get('fraction_flipped') for x in q])} | "
+                         f"{ms([x.get('precision') for x in q if x.get('flipped')])} | {ms([x.get('recall') for x in q])} | "
+                         f"{ms([x.get('wrong_labels_left') for x in q])} | {ms(accs)} |")
+    lines += ["", "| n | noise | strength | AUROC of −mean | noise-rate estimate | ECE of P(wrong) | seconds |",
+              "|---|---|---|---|---|---|---|"]
+    for (n, noise), cs in sorted(by_level.items()):
+        for name in ("new", "old"):
+            s = [c.get(f"strength_{name}") for c in cs if c.get(f"strength_{name}")]
+            if s:
+                lines.append(f"| {n} | {noise} | {name} | {ms([x['noisy_auroc'] for x in s])} | "
+                             f"{ms([x['noise_rate_estimate'] for x in s])} | {ms([x.get('p_wrong_ece') for x in s])} | "
+                             f"{ms([x['seconds'] for x in s])} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--noise", type=float, default=0.2)
+    ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--epochs", default="2")
     ap.add_argument("--out", default="bench-out/noise_synth")
+    ap.add_argument("--summary", action="store_true", help="only print the table of what --out holds")
     a = ap.parse_args()
     out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rlhfkit("synth", "--n", str(a.n), "--noise", str(a.noise), "--seed", "0", "--out", str(out / "noisy.jsonl"))
-    rlhfkit("synth", "--n", "500", "--noise", "0", "--seed", "99", "--out", str(out / "heldout.jsonl"))
-
-    def train(name: str) -> float:
-        _, tr = rlhfkit("train-rm", str(out / f"{name}.jsonl"), "--model", a.model, "--out", str(out / f"rm-{name}"),
-                        "--lr", "5e-5", "--batch-size", "16", "--epochs", a.epochs, "--warmup-ratio", "0.1",
-                        "--save-steps", "0", "--eval", str(out / "heldout.jsonl"), "--seed", "0")
-        return tr["eval_accuracy"]
-
-    result: dict = {"n": a.n, "noise": a.noise, "model": a.model, "heldout_accuracy": {"noisy": train("noisy")}}
-    for variant, extra in (("one-stage", []), ("two-stage", ["--from-rm", str(out / "rm-noisy")])):
-        _, st = rlhfkit("strength", str(out / "noisy.jsonl"), "--model", a.model, *extra,
-                        "--out", str(out / f"strength-{variant}.jsonl"), "--plot", str(out / f"strength-{variant}.png"))
-        _, cl = rlhfkit("clean", str(out / f"strength-{variant}.jsonl"), "--flip", "--out", str(out / f"flipped-{variant}.jsonl"))
-        result[variant] = {"noisy_auroc": st["noisy_auroc"], "fraction_mean_below_0": round(st["fraction_mean_below_0"], 4),
-                           "flip_precision": round(cl["flip_quality"]["precision"], 4),
-                           "flip_recall": round(cl["flip_quality"]["recall"], 4)}
-        result["heldout_accuracy"][f"flipped-{variant}"] = train(f"flipped-{variant}")
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    if not a.summary:
+        for noise in a.noise:
+            for seed in a.seeds:
+                variants = [v for v in a.variants if not (noise == 0 and v == "noisy")]  # at noise 0 noisy is gold
+                r = run_cell(out, a.n, noise, seed, variants, a.model, a.epochs)
+                print(json.dumps(r), flush=True)
+    print(table(out))
 
 
 if __name__ == "__main__":

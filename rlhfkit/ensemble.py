@@ -21,7 +21,7 @@ from torch import nn
 
 from . import __version__
 from .io import UsageError
-from .models import ModelError, is_encoder, load_model, load_tokenizer, read_meta, write_meta
+from .models import check_reward_dir, is_encoder, load_model, load_tokenizer, write_meta
 from .records import Example
 from .rewards.losses import pair_loss
 from .rewards.model import capture_head_input, encode, head_linear, last_token_index, length_sorted_batches, render
@@ -202,46 +202,11 @@ def save_ensemble(directory: str, heads: Heads, backbone: Backbone, meta: dict) 
 
 
 def save_members(directory: str, members: Sequence[str]) -> None:
-    from .scoring import check_reward_dir
-
     for m in members:
         check_reward_dir(m)
     Path(directory).mkdir(parents=True, exist_ok=True)
     write_meta(directory, {"type": "ensemble", "rlhfkit_version": __version__,
                            "members": [os.path.abspath(m) for m in members], "heads": len(members)})
-
-
-class EnsembleScorer:
-    """Scores with every head (or member); ``score`` returns N x K."""
-
-    def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, **_: Any):
-        meta = read_meta(directory)
-        if meta.get("type") != "ensemble":
-            raise ModelError(f"{directory!r} is not an ensemble directory (rlhfkit.json type is {meta.get('type')!r})")
-        self.meta = meta
-        self.members = None
-        if "members" in meta:
-            from .scoring import RewardModelScorer
-
-            self.members = [RewardModelScorer(m, device=device, max_length=max_length) for m in meta["members"]]
-            self.heads = len(self.members)
-            return
-        from safetensors.torch import load_file
-
-        state = load_file(str(Path(directory) / "heads.safetensors"))
-        self.backbone = Backbone(meta["backbone"], meta["pooling"], max_length or meta.get("max_length", 512), device,
-                                 from_reward_model=meta.get("from_rm") is not None)
-        k, hidden = state["weight"].shape
-        self.heads_module = Heads(k, hidden)
-        self.heads_module.load_state_dict(state)
-        self.heads = k
-
-    def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
-        if self.members is not None:
-            return torch.cat([m.score(prompts, responses, batch_size, progress) for m in self.members], dim=1)
-        feats = self.backbone.features(self.backbone.texts(prompts, responses), batch_size, progress)
-        with torch.no_grad():
-            return self.heads_module(feats)
 
 
 def build_ensemble(examples: Sequence[Example], out: str, model: str = "minilm", cfg: HeadTraining | None = None,

@@ -36,16 +36,26 @@ def source_name(spec: str) -> str:
     return "<stdin>" if spec == "-" else spec
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _iter_file_lines(spec: str) -> Iterator[tuple[int, bytes]]:
     if spec == "-":
         stream: IO[bytes] = sys.stdin.buffer
-        yield from enumerate(stream, start=1)
+        if hasattr(stream, "peek") and stream.peek(2)[:2] == GZIP_MAGIC:  # `zcat`-free pipes: gzip on stdin
+            stream = gzip.GzipFile(fileobj=stream)
+        try:
+            yield from enumerate(stream, start=1)
+        except (OSError, EOFError) as e:
+            raise InputError("<stdin>", None, f"cannot read: {e}") from None
         return
     if not os.path.exists(spec):
         raise InputError(spec, None, "no such file")
     if os.path.isdir(spec):
         raise InputError(spec, None, "is a directory, expected a JSONL file (or hf:DIR:SPLIT for a saved dataset)")
-    opener = gzip.open if spec.endswith(".gz") else open
+    with open(spec, "rb") as probe:
+        gz = probe.read(2) == GZIP_MAGIC
+    opener = gzip.open if gz or spec.endswith(".gz") else open
     with opener(spec, "rb") as fh:
         try:
             yield from enumerate(fh, start=1)
@@ -53,8 +63,12 @@ def _iter_file_lines(spec: str) -> Iterator[tuple[int, bytes]]:
             raise InputError(spec, None, f"cannot read: {e}") from None
 
 
+LOCAL_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
+
+
 def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
-    """``hf:NAME[:CONFIG]:SPLIT`` through ``datasets.load_dataset``; rows count as lines."""
+    """``hf:NAME[:CONFIG]:SPLIT`` as ``datasets`` reads it: a hub id, a local dataset directory, a
+    ``save_to_disk`` directory, or a local parquet/JSON/CSV file; rows count as lines."""
     parts = spec[3:].split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise UsageError(f"bad dataset spec {spec!r}: expected hf:NAME[:CONFIG]:SPLIT")
@@ -62,15 +76,57 @@ def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
     import datasets  # slow import, only when asked for
 
     try:
-        ds = datasets.load_dataset(name, config, split=split)
+        if os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
+            ds = datasets.load_from_disk(name)
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise InputError(spec, None, f"no split {split!r}; the saved dataset has {', '.join(ds)}")
+                ds = ds[split]
+        elif os.path.isfile(name) and os.path.splitext(name.removesuffix(".gz"))[1] in LOCAL_FORMATS:
+            builder = LOCAL_FORMATS[os.path.splitext(name.removesuffix(".gz"))[1]]
+            ds = datasets.load_dataset(builder, data_files={split: name}, split=split)
+        else:
+            ds = datasets.load_dataset(name, config, split=split)
+    except InputError:
+        raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds
         raise InputError(spec, None, f"cannot load dataset: {type(e).__name__}: {e}") from None
     for i, row in enumerate(ds, start=1):
         yield i, dict(row)
 
 
-def iter_json(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | None]]:
-    """Yield (line number, decoded value, raw line, decode error) for every non-blank line."""
+def _iter_json_array(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | None]] | None:
+    """A ``.json`` file holding one array of records (AlpacaEval's annotations, say); item k counts as line k.
+    None when the file is not an array (then it is read as JSON lines)."""
+    if spec == "-" or not spec.endswith((".json", ".json.gz")) or not os.path.isfile(spec):
+        return None
+    opener = gzip.open if spec.endswith(".gz") else open
+    with opener(spec, "rb") as fh:
+        head = fh.read(4096).lstrip()
+    if not head.startswith(b"["):
+        return None
+    with opener(spec, "rb") as fh:
+        try:
+            items = json.loads(fh.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(spec, None, f"malformed JSON array: {e}") from None
+    return ((k, item, None, None) for k, item in enumerate(items, start=1))
+
+
+def iter_json(spec: str, fields: "FieldMap | None" = None) -> Iterator[tuple[int, Any, bytes | None, Exception | None]]:
+    """Yield (line number, decoded value, raw line, decode error) for every non-blank line, with
+    ``fields`` (``--fields``) renaming a dataset's own field names to rlhfkit's."""
+    rows: Iterable = _iter_json_array(spec) or _decoded(spec)
+    for lineno, obj, raw, err in rows:
+        if err is None and fields and isinstance(obj, dict):
+            try:
+                obj = fields.apply(obj)
+            except RecordError as e:
+                err = e
+        yield lineno, obj, raw, err
+
+
+def _decoded(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | None]]:
     if spec.startswith("hf:"):
         for i, row in _iter_hf(spec):
             yield i, row, None, None
@@ -89,6 +145,52 @@ def iter_json(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | N
             yield lineno, None, raw, RecordError(f"malformed JSON: {e.msg} (column {e.colno})")
 
 
+class FieldMap:
+    """``--fields prompt=question,chosen=response_j,rejected=response_k``: a dataset's field names
+    renamed to rlhfkit's on reading. ``label=FIELD==VALUE`` sets ``label`` to 1 where FIELD equals
+    VALUE and 0 elsewhere (AlpacaEval: ``label=preference==1``; label 0 means rejected is better)."""
+
+    TARGETS = ("prompt", "chosen", "rejected", "response", "responses", "scores", "label", "margin", "id",
+               "open_ended")
+
+    def __init__(self, spec: str):
+        self.renames: list[tuple[str, str]] = []
+        self.tests: list[tuple[str, str, str]] = []
+        for item in (x.strip() for x in spec.split(",") if x.strip()):
+            target, sep, source = item.partition("=")
+            target, source = target.strip(), source.strip()
+            if not sep or not target or not source:
+                raise UsageError(f"--fields: expected NAME=FIELD items, got {item!r}")
+            if target not in self.TARGETS:
+                raise UsageError(f"--fields: {target!r} is not a field rlhfkit reads ({', '.join(self.TARGETS)})")
+            if source.startswith("="):  # label==... written as label=field==value
+                raise UsageError(f"--fields: bad item {item!r}")
+            if "==" in source:
+                field_, _, value = source.partition("==")
+                self.tests.append((target, field_.strip(), value.strip()))
+            else:
+                self.renames.append((target, source))
+
+    def apply(self, obj: dict) -> dict:
+        out = dict(obj)
+        for target, source in self.renames:
+            if source not in obj:
+                raise RecordError(f"missing (mapped to '{target}' by --fields)", source)
+            out[target] = out.pop(source) if source != target else out[source]
+        for target, field_, value in self.tests:
+            if field_ not in obj:
+                raise RecordError(f"missing (tested for '{target}' by --fields)", field_)
+            out[target] = 1.0 if str(obj[field_]) == value else 0.0
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.renames or self.tests)
+
+
+def field_map(spec: str | None) -> FieldMap | None:
+    return FieldMap(spec) if spec else None
+
+
 @dataclass
 class ReadStats:
     read: int = 0
@@ -105,18 +207,20 @@ class RecordReader:
     """
 
     def __init__(self, spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop",
-                 on_reject: Callable[[bytes], Any] | None = None, name: str | None = None):
+                 on_reject: Callable[[bytes], Any] | None = None, name: str | None = None,
+                 fields: FieldMap | None = None):
         if on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error must be 'stop' or 'skip', got {on_error!r}")
         self.spec, self.kinds, self.on_error = spec, kinds, on_error
         self.on_reject = on_reject
+        self.fields = fields
         self.name = name or source_name(spec)
         self.stats = ReadStats()
 
     def __iter__(self) -> Iterator[Example]:
         name = self.name
         seen = 0
-        for lineno, obj, raw, err in iter_json(self.spec):
+        for lineno, obj, raw, err in iter_json(self.spec, self.fields):
             seen += 1
             if err is None:
                 try:
@@ -158,10 +262,11 @@ def rereadable(spec: str) -> Iterator[str]:
 
 
 def read_records(
-    spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop", rejects: str | None = None
+    spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop", rejects: str | None = None,
+    fields: FieldMap | None = None,
 ) -> tuple[list[Example], ReadStats]:
     """Read a whole file; write the skipped lines to ``rejects`` (atomically) when given."""
-    reader = RecordReader(spec, kinds, on_error)
+    reader = RecordReader(spec, kinds, on_error, fields=fields)
     examples = list(reader)
     if rejects:
         write_bytes_atomic(rejects, b"".join(reader.stats.rejected_lines))
@@ -344,7 +449,14 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process launch (torchrun, accelerate launch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def summary(**fields: Any) -> None:
-    """The one-line JSON summary every subcommand ends with, on stderr."""
+    """The one-line JSON summary every subcommand ends with, on stderr (once, from the main process)."""
+    if not is_main_process():
+        return
     sys.stderr.write(json.dumps(finite_or_none(fields), ensure_ascii=False, default=str) + "\n")
     sys.stderr.flush()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,23 @@ def resolve(name: str) -> ModelRef:
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelError(f"model {name!r}: no such directory")
     return ModelRef(name, name)  # a hub id such as "org/model"
+
+
+def check_reward_dir(directory: str) -> None:
+    """A reward model is a directory whose config has one label and a sequence-classification head."""
+    cfg_path = Path(directory) / "config.json"
+    if not Path(directory).is_dir():
+        raise ModelError(f"reward model {directory!r}: no such directory")
+    if not cfg_path.exists():
+        raise ModelError(f"{directory!r} is not a reward model: no config.json")
+    cfg = json.loads(cfg_path.read_text())
+    archs = cfg.get("architectures") or []
+    n_labels = cfg.get("num_labels", len(cfg.get("id2label", {})) or 2)
+    if not any(a.endswith("ForSequenceClassification") for a in archs) or n_labels != 1:
+        raise ModelError(
+            f"{directory!r} is not a reward model: expected a sequence-classification model with one label "
+            f"(architectures {archs}, {n_labels} labels); train one with `rlhfkit train-rm`"
+        )
 
 
 def read_meta(directory: str) -> dict:
@@ -180,6 +198,23 @@ def quiet_hf() -> None:
     disable_progress_bars()
 
 
+@contextmanager
+def third_party_quiet():
+    """Keep other libraries' own progress bars (tqdm in the GGUF loader) out of rlhfkit's stderr,
+    unless RLHFKIT_VERBOSE=1 (`rlhfkit -v`)."""
+    if os.environ.get("RLHFKIT_VERBOSE") == "1":
+        yield
+        return
+    import io
+    import sys
+
+    saved, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+
+
 def load_tokenizer(name: str | ModelRef):
     ref = name if isinstance(name, ModelRef) else resolve(name)
     quiet_hf()
@@ -191,7 +226,8 @@ def load_tokenizer(name: str | ModelRef):
     if cached is not None and (cached / "tokenizer_config.json").exists():
         tok = AutoTokenizer.from_pretrained(cached)
     else:
-        tok = _guarded(ref, lambda: AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs()))
+        with third_party_quiet():
+            tok = _guarded(ref, lambda: AutoTokenizer.from_pretrained(ref.path, **ref.load_kwargs()))
         if cached is not None:
             _save_cached(cached, tok)
     if tok.pad_token is None:
@@ -237,7 +273,11 @@ def load_model(name: str | ModelRef, auto: str = "causal-lm", dtype: Any = None,
             kwargs["dtype"] = dtype
         cached = _gguf_cache(ref)
         if cached is not None and not (cached / "model.safetensors").exists():
-            full = _guarded(ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, **ref.load_kwargs()))
+            from .progress import note
+
+            note(f"{ref.name}: dequantising the GGUF weights once (about 20 s; cached in {cached.parent})")
+            with third_party_quiet():
+                full = _guarded(ref, lambda: AutoModelForCausalLM.from_pretrained(ref.path, **ref.load_kwargs()))
             _save_cached(cached, full)
             del full
         if cached is not None:

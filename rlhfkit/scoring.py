@@ -1,18 +1,18 @@
 """Scoring (prompt, response) pairs with a reward model or ensemble directory.
 
-``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
+Ensembles are built in ``rlhfkit.ensemble``; they are read here. ``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
 K heads for an ensemble, so every stage that reads rewards treats both alike.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from .models import META_FILE, ModelError, load_model, load_tokenizer, read_meta
+from .ensemble import Backbone, Heads
+from .models import META_FILE, ModelError, check_reward_dir, load_model, load_tokenizer, read_meta
 from .rewards.model import RewardModel, encode, render, score_sequences
 
 
@@ -46,21 +46,35 @@ def saved_max_length(meta: dict) -> int:
     return int(meta.get("max_length") or (meta.get("config") or {}).get("max_length") or DEFAULT_MAX_LENGTH)
 
 
-def check_reward_dir(directory: str) -> None:
-    """A reward model is a directory whose config has one label and a sequence-classification head."""
-    cfg_path = Path(directory) / "config.json"
-    if not Path(directory).is_dir():
-        raise ModelError(f"reward model {directory!r}: no such directory")
-    if not cfg_path.exists():
-        raise ModelError(f"{directory!r} is not a reward model: no config.json")
-    cfg = json.loads(cfg_path.read_text())
-    archs = cfg.get("architectures") or []
-    n_labels = cfg.get("num_labels", len(cfg.get("id2label", {})) or 2)
-    if not any(a.endswith("ForSequenceClassification") for a in archs) or n_labels != 1:
-        raise ModelError(
-            f"{directory!r} is not a reward model: expected a sequence-classification model with one label "
-            f"(architectures {archs}, {n_labels} labels); train one with `rlhfkit train-rm`"
-        )
+class EnsembleScorer:
+    """Scores with every head (or member); ``score`` returns N x K."""
+
+    def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, **_: Any):
+        meta = read_meta(directory)
+        if meta.get("type") != "ensemble":
+            raise ModelError(f"{directory!r} is not an ensemble directory (rlhfkit.json type is {meta.get('type')!r})")
+        self.meta = meta
+        self.members = None
+        if "members" in meta:
+            self.members = [RewardModelScorer(m, device=device, max_length=max_length) for m in meta["members"]]
+            self.heads = len(self.members)
+            return
+        from safetensors.torch import load_file
+
+        state = load_file(str(Path(directory) / "heads.safetensors"))
+        self.backbone = Backbone(meta["backbone"], meta["pooling"], max_length or meta.get("max_length", 512), device,
+                                 from_reward_model=meta.get("from_rm") is not None)
+        k, hidden = state["weight"].shape
+        self.heads_module = Heads(k, hidden)
+        self.heads_module.load_state_dict(state)
+        self.heads = k
+
+    def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
+        if self.members is not None:
+            return torch.cat([m.score(prompts, responses, batch_size, progress) for m in self.members], dim=1)
+        feats = self.backbone.features(self.backbone.texts(prompts, responses), batch_size, progress)
+        with torch.no_grad():
+            return self.heads_module(feats)
 
 
 def load_scorer(spec: str, **kwargs: Any):
@@ -68,8 +82,6 @@ def load_scorer(spec: str, **kwargs: Any):
     path = Path(spec)
     kind = read_meta(spec).get("type") if (path / META_FILE).exists() else None
     if kind == "ensemble":
-        from .ensemble import EnsembleScorer
-
         return EnsembleScorer(spec, **kwargs)
     if kind not in (None, "reward-model"):
         raise ModelError(f"{spec!r} is a {kind} directory, not a reward model or ensemble")

@@ -18,7 +18,7 @@ import pytest
 
 from rlhfkit import synth
 
-from conftest import cli, cli_proc, last_json_line, read_jsonl, write_jsonl
+from conftest import cli, cli_proc, read_jsonl, write_jsonl
 
 
 class Planted:
@@ -36,9 +36,9 @@ def world(tmp_path_factory):
     """Files the table's invocations point at: data, a trained tiny reward model, a checkpointed PPO run."""
     d = tmp_path_factory.mktemp("faults")
     pairs = write_jsonl(d / "pairs.jsonl", synth.pairs(12, 0.0, seed=0))
-    other = write_jsonl(d / "other.jsonl", synth.pairs(12, 0.0, seed=5))
-    strengths = write_jsonl(d / "strength.jsonl", [dict(r, strength_mean=0.5) for r in read_jsonl(pairs)])
-    gens = write_jsonl(d / "gens.jsonl", [{"id": "1", "prompt": "p", "response": "r"}])
+    write_jsonl(d / "other.jsonl", synth.pairs(12, 0.0, seed=5))
+    write_jsonl(d / "strength.jsonl", [dict(r, strength_mean=0.5) for r in read_jsonl(pairs)])
+    write_jsonl(d / "gens.jsonl", [{"id": "1", "prompt": "p", "response": "r"}])
     nan = d / "nan.jsonl"
     nan.write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "strength_mean": NaN}\n'
                    '{"prompt": "p", "responses": ["a", "b"], "scores": [1, Infinity]}\n')

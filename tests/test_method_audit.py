@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import math
 
 import pytest
 import torch
@@ -99,7 +98,7 @@ def test_adaptive_kl_state_survives_resume(tmp_path):
 def _two_views(model_name):
     from rlhfkit.models import load_model, load_tokenizer
     from rlhfkit.rewards.model import RewardModel, encode, pad_batch
-    from rlhfkit.rewards.train import CONTRASTIVE_DEFAULTS, TrainConfig, TrainModule, set_dropout
+    from rlhfkit.rewards.train import TrainConfig, TrainModule, set_dropout
 
     tok = load_tokenizer(model_name)
     hf = load_model(model_name, "reward")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlhfkit import clean, synth
-from rlhfkit.ensemble import Backbone, EnsembleScorer, HeadTraining, build_ensemble, train_heads
+from rlhfkit.ensemble import Backbone, HeadTraining, build_ensemble, train_heads
+from rlhfkit.scoring import EnsembleScorer
 from rlhfkit.records import parse_record
 from rlhfkit.strength import auroc, decile_curve, strength
 

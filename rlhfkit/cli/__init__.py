@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -34,19 +35,39 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-app.command("synth")(synth)
-app.command("validate")(validate)
-app.command("train-rm")(train_rm)
-app.command("score")(score)
-app.command("ensemble")(ensemble)
-app.command("strength")(strength)
-app.command("clean")(clean)
-app.command("ppo")(ppo)
-app.command("generate")(generate)
-app.command("prompts")(prompts)
-app.command("judge")(judge)
-app.add_typer(metrics_app, name="metrics")
-app.add_typer(simulate_app, name="simulate")
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"rlhfkit {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print rlhfkit's version and exit."),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Let the libraries underneath print their own notices and bars."),
+) -> None:
+    """Composable stages for reward modelling and RLHF research. Records are JSONL on stdin/stdout;
+    models are directories. Every stage ends with a JSON summary on stderr."""
+    if verbose:
+        os.environ["RLHFKIT_VERBOSE"] = "1"
+
+
+app.command("synth", short_help="Synthetic preference pairs with a hidden gold reward and known flipped labels.")(synth)
+app.command("validate", short_help="Check records against the contract; write them back with a stable id.")(validate)
+app.command("train-rm", short_help="Train a reward model (Bradley-Terry, margins, soft labels, rankings, contrastive, MetaRM).")(train_rm)
+app.command("score", short_help="Add rewards to records from a reward model or ensemble.")(score)
+app.command("ensemble", short_help="K reward heads on a frozen backbone, or an ensemble of trained reward models.")(ensemble)
+app.command("strength", short_help="Per-pair preference strength: mean and std of out-of-sample reward margins.")(strength)
+app.command("clean", short_help="Flip, smooth, re-margin or drop noisy pairs using their strength.")(clean)
+app.command("ppo", short_help="PPO against a reward with KL, var-KL, PM or conditional-PM regularisers.")(ppo)
+app.command("generate", short_help="Sample responses from a policy.")(generate)
+app.command("prompts", short_help="Prompt records from raw text or records; Reward Collapse prefix rankings.")(prompts)
+app.command("judge", short_help="Pairwise LLM judge (OpenAI-compatible API) or a reward model as judge.")(judge)
+app.add_typer(metrics_app, name="metrics", short_help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.")
+app.add_typer(simulate_app, name="simulate", short_help="The papers' theory experiments: variance-aware policies, PM bias.")
 
 
 def main() -> None:
@@ -71,7 +92,7 @@ def main() -> None:
     except CLICK.ClickException as e:
         sys.stderr.write(f"rlhfkit: error: {e.format_message()}\n")
         sys.exit(e.exit_code)
-    except CLICK.Abort:
+    except typer.Abort:
         sys.stderr.write("rlhfkit: aborted\n")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

@@ -11,10 +11,13 @@ from rich.console import Console
 
 err_console = Console(stderr=True)
 
-ON_ERROR = typer.Option("stop", "--on-error", help="'stop' at the first bad record (exit 2) or 'skip' it.")
-REJECTS = typer.Option(None, "--rejects", help="With --on-error skip: write the skipped lines here, unchanged.")
-OUT = typer.Option(None, "--out", "-o", help="Output file (written atomically); default stdout.")
-SEED = typer.Option(0, "--seed", help="Random seed; same seed and inputs give the same output.")
+ON_ERROR = typer.Option("stop", "--on-error", metavar="stop|skip", help="'stop' at the first bad record (exit 2) or 'skip' it.")
+REJECTS = typer.Option(None, "--rejects", metavar="FILE", help="With --on-error skip: write the skipped lines here, unchanged.")
+OUT = typer.Option(None, "--out", "-o", metavar="FILE", help="Output file (written atomically); default stdout.")
+FIELDS = typer.Option(None, "--fields", metavar="NAME=FIELD,...",
+                      help="Read other datasets' field names: e.g. prompt=question,chosen=response_j,rejected=response_k; "
+                           "label=FIELD==VALUE sets label 1 where FIELD equals VALUE, else 0.")
+SEED = typer.Option(0, "--seed", metavar="N", help="Random seed; same seed and inputs give the same output.")
 
 
 def _range(check, text: str):
@@ -57,15 +60,18 @@ def handle_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-CONFIG = typer.Option(None, "--config", help="YAML file whose keys are flag names; flags given on the command line win.")
+CONFIG = typer.Option(None, "--config", metavar="YAML", help="YAML file whose keys are flag names; flags given on the command line win.")
 
 
 def apply_config(ctx: typer.Context, config: str | None, values: dict) -> dict:
-    """Fill ``values`` from a YAML file, except for flags the user typed on the command line."""
+    """Fill ``values`` from a YAML file, except for flags the user typed on the command line.
+
+    Each value goes through its option's own conversion and checks (so ``lr: 1e-4``, a string to
+    YAML 1.1, becomes a float, and an out-of-range value is an error naming the file and key).
+    """
     if not config:
         return values
     import yaml
-    from click.core import ParameterSource
 
     from ..io import UsageError
 
@@ -76,10 +82,17 @@ def apply_config(ctx: typer.Context, config: str | None, values: dict) -> dict:
         raise UsageError(f"{config}: cannot read config: {e}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{config}: expected a mapping of flag names to values")
+    params = {p.name: p for p in ctx.command.params}
     for key, value in data.items():
         name = str(key).lstrip("-").replace("-", "_")
-        if name not in values or name == "config":
-            raise UsageError(f"{config}: unknown key {key!r}")
-        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
-            values[name] = value
+        if name not in values or name in ("config", "ctx") or name not in params:
+            raise UsageError(f"{config}: unknown key {key!r} (keys are the command's flag names)")
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name == "COMMANDLINE":  # typer vendors click: compare by name
+            continue
+        try:
+            values[name] = params[name].process_value(ctx, value)
+        except Exception as e:  # noqa: BLE001 - click's BadParameter and the coercion errors
+            message = e.format_message() if hasattr(e, "format_message") else str(e)
+            raise UsageError(f"{config}: key {key!r}: {message}") from None
     return values

@@ -8,28 +8,29 @@ from typing import List, Optional
 
 import typer
 
-from .common import OUT, REJECTS, err_console, handle_errors, positive
+from .common import FIELDS, OUT, REJECTS, err_console, handle_errors, positive
 
 DEFAULT_CACHE = str(Path.home() / ".cache" / "rlhfkit" / "judge-cache.sqlite")
 
 
 @handle_errors
 def judge(
-    files: List[str] = typer.Argument(..., help="LLM judge: two generation files A and B. Reward judge: one or more."),
-    judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Judge model name on the API (LLM judge)."),
-    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", help="Environment variable holding the API key (never written anywhere)."),
-    template: Optional[str] = typer.Option(None, "--template", help="Judge prompt with {question}, {answer_a}, {answer_b}; default: rlhfkit's."),
-    concurrency: int = typer.Option(8, "--concurrency", min=1, help="Pairs judged at once (each sends its two orders together)."),
-    max_retries: int = typer.Option(5, "--max-retries", min=0, help="Retries on 429, 5xx, timeouts and dropped connections."),
-    timeout: float = typer.Option(60.0, "--timeout", callback=positive, help="Seconds per request."),
-    backoff: float = typer.Option(1.0, "--backoff", min=0, help="First back-off wait in seconds, doubled on each retry."),
-    cache: str = typer.Option(DEFAULT_CACHE, "--cache", help="SQLite cache of answers ('none' to disable)."),
-    reward: Optional[str] = typer.Option(None, "--reward", help="Reward-model or ensemble directory (reward-model judge)."),
-    chat_template: str = typer.Option("auto", "--chat-template", help="Reward judge: auto, on or off."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
+    files: List[str] = typer.Argument(..., metavar="FILE...", help="LLM judge: two generation files A and B. Reward judge: one or more."),
+    judge_model: Optional[str] = typer.Option(None, "--judge-model", metavar="NAME", help="Judge model name on the API (LLM judge)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", metavar="URL", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1."),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", "--api-key-env", metavar="VAR", help="Environment variable holding the API key (never written anywhere)."),
+    template: Optional[str] = typer.Option(None, "--template", metavar="FILE", help="Judge prompt with {question}, {answer_a}, {answer_b}; default: rlhfkit's."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, metavar="N", help="Pairs judged at once (each sends its two orders together)."),
+    max_retries: int = typer.Option(5, "--max-retries", min=0, metavar="N", help="Retries on 429, 5xx, timeouts and dropped connections."),
+    timeout: float = typer.Option(60.0, "--timeout", callback=positive, metavar="X", help="Seconds per request."),
+    backoff: float = typer.Option(1.0, "--backoff", min=0, metavar="X", help="First back-off wait in seconds, doubled on each retry."),
+    cache: str = typer.Option(DEFAULT_CACHE, "--cache", metavar="FILE", help="SQLite cache of answers ('none' to disable)."),
+    reward: Optional[str] = typer.Option(None, "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory (reward-model judge)."),
+    chat_template: str = typer.Option("auto", "--chat-template", metavar="auto|on|off", help="Reward judge: auto, on or off."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     out: Optional[str] = OUT,
     rejects: Optional[str] = REJECTS,
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Judge generations.
 
@@ -43,7 +44,7 @@ def judge(
     from ..io import UsageError, read_records, summary, write_records
     from ..progress import task_progress
 
-    from ..io import check_distinct_outputs, check_file_output
+    from ..io import check_distinct_outputs, check_file_output, field_map
 
     if (judge_model is None) == (reward is None):
         raise UsageError("give exactly one of --judge-model (LLM judge) or --reward (reward-model judge)")
@@ -58,7 +59,7 @@ def judge(
         from ..judge.reward import judge_with_reward, use_chat_template
         from ..scoring import load_scorer
 
-        loaded = {f: read_records(f, ("generation",))[0] for f in files}
+        loaded = {f: read_records(f, ("generation",), fields=field_map(fields))[0] for f in files}
         scorer = load_scorer(reward)
         if chat_template not in ("auto", "on", "off"):
             raise UsageError("--chat-template must be auto, on or off")
@@ -89,8 +90,8 @@ def judge(
         check_template(template_text)
     except ValueError as e:
         raise UsageError(f"{template}: {e}") from None
-    a, _ = read_records(files[0], ("generation",))
-    b, _ = read_records(files[1], ("generation",))
+    a, _ = read_records(files[0], ("generation",), fields=field_map(fields))
+    b, _ = read_records(files[1], ("generation",), fields=field_map(fields))
     pairs, unmatched = join(a, b)
     api_key = os.environ.get(api_key_env)
     if api_key is None and base_url is None:

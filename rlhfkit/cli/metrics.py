@@ -8,10 +8,16 @@ from typing import List, Optional
 
 import typer
 
-from .common import SEED, err_console, handle_errors, positive, unit_left_open
+from .common import FIELDS, SEED, err_console, handle_errors, positive, unit_left_open
 
 metrics_app = typer.Typer(help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
                           no_args_is_help=True, rich_markup_mode=None)
+
+
+def field_map(spec):
+    from ..io import field_map as make
+
+    return make(spec)
 
 
 def _emit(result: dict, title: str, rows: list[tuple[str, str]]) -> None:
@@ -24,20 +30,21 @@ def _emit(result: dict, title: str, rows: list[tuple[str, str]]) -> None:
     sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
 
 
-@metrics_app.command("pm-divergence")
+@metrics_app.command("pm-divergence", short_help="KL(p_llm || p_reward) per prompt (PM RLHF 6.1).")
 @handle_errors
 def pm_divergence_cmd(
-    policy: str = typer.Option(..., "--policy"),
-    reward: str = typer.Option(..., "--reward", help="Reward-model/ensemble dir or module:function."),
-    prompts: str = typer.Option(..., "--prompts", help="Records with a prompt, or plain text lines."),
-    beta: float = typer.Option(1.0, "--beta", callback=positive, help="p_reward = softmax(r / beta)."),
-    samples: int = typer.Option(2, "--samples", min=1, help="Responses per prompt (the paper: 2)."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(1.0, "--temperature", callback=positive, help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
-    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
-    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histogram and CDF of the per-prompt values."),
+    policy: str = typer.Option(..., "--policy", metavar="MODEL", help="Policy: alias, directory or hub id."),
+    reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model/ensemble dir or module:function."),
+    prompts: str = typer.Option(..., "--prompts", metavar="FILE", help="Records with a prompt, or plain text lines."),
+    beta: float = typer.Option(1.0, "--beta", callback=positive, metavar="X", help="p_reward = softmax(r / beta)."),
+    samples: int = typer.Option(2, "--samples", min=1, metavar="N", help="Responses per prompt (the paper: 2)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, metavar="N", help="Longest response, in tokens."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: histogram and CDF of the per-prompt values."),
     seed: int = SEED,
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Preference-matching divergence KL(p_llm || p_reward) per prompt (PM RLHF 6.1)."""
     import torch
@@ -54,7 +61,7 @@ def pm_divergence_cmd(
     if samples < 2:
         raise UsageError("--samples must be at least 2")
     check_file_output(plot, "--plot")
-    prompt_list = read_prompts(prompts)
+    prompt_list = read_prompts(prompts, field_map(fields))
     reward_fn = load_reward(reward)
     with task_progress("pm-divergence", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, None, batch_size, max_new_tokens, temperature, top_p,
@@ -69,23 +76,25 @@ def pm_divergence_cmd(
     if plot:
         from ..plots import distribution_figure
 
-        distribution_figure(plot, {policy: v}, "PM divergence per prompt")
+        distribution_figure(plot, {policy: v}, "KL(p_llm || p_reward) per prompt (nats)",
+                            f"PM divergence, {samples} samples per prompt, beta = {beta:g}")
     _emit(result, "PM divergence", [("prompts", str(len(v))), ("mean", f"{result['mean']:.4f}"),
                                      ("median", f"{q[0]:.4f}"), ("90th percentile", f"{q[1]:.4f}")])
 
 
-@metrics_app.command("generation")
+@metrics_app.command("generation", short_help="Length, perplexity, entropy and KL of sampled responses.")
 @handle_errors
 def generation_cmd(
-    policy: str = typer.Option(..., "--policy"),
-    ref: str = typer.Option(..., "--ref", help="Reference policy for the KL."),
-    prompts: str = typer.Option(..., "--prompts"),
-    samples: int = typer.Option(1, "--samples", min=1, help="Responses per prompt."),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(1.0, "--temperature", callback=positive, help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
-    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
-    batch_size: int = typer.Option(16, "--batch-size", min=1),
+    policy: str = typer.Option(..., "--policy", metavar="MODEL", help="Policy: alias, directory or hub id."),
+    ref: str = typer.Option(..., "--ref", metavar="MODEL", help="Reference policy for the KL."),
+    prompts: str = typer.Option(..., "--prompts", metavar="FILE", help="Prompt records (or plain text lines, one prompt each)."),
+    samples: int = typer.Option(1, "--samples", min=1, metavar="N", help="Responses per prompt."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", min=1, metavar="N", help="Longest response, in tokens."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     seed: int = SEED,
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Length, perplexity, entropy E[-log pi(y|x)] and KL E[log pi - log pi_ref] of sampled responses."""
     from ..metrics.core import generation_stats
@@ -93,7 +102,7 @@ def generation_cmd(
     from ..progress import task_progress
     from ..prompts import read_prompts
 
-    prompt_list = read_prompts(prompts)
+    prompt_list = read_prompts(prompts, field_map(fields))
     with task_progress("generation", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, ref, batch_size, max_new_tokens, temperature, top_p,
                                      seed, progress=advance)
@@ -102,15 +111,16 @@ def generation_cmd(
     _emit(result, "generation", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in stats.items()])
 
 
-@metrics_app.command("accuracy")
+@metrics_app.command("accuracy", short_help="Reward-model accuracy per subset and section (RewardBench style).")
 @handle_errors
 def accuracy_cmd(
-    data: str = typer.Argument(..., help="Pair records (chosen is the better one)."),
-    reward: str = typer.Option(..., "--reward"),
-    subset_field: str = typer.Option("subset", "--subset-field", help="Field naming each record's subset."),
-    section: Optional[List[str]] = typer.Option(None, "--section", help="NAME=subset1,subset2 (repeat): example-weighted section scores."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model was trained with)."),
+    data: str = typer.Argument(..., metavar="FILE", help="Pair records (chosen is the better one)."),
+    reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory, or module:function / file.py:function."),
+    subset_field: str = typer.Option("subset", "--subset-field", metavar="FIELD", help="Field naming each record's subset."),
+    section: Optional[List[str]] = typer.Option(None, "--section", metavar="NAME=SUBSETS", help="NAME=subset1,subset2 (repeat): example-weighted section scores."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model was trained with)."),
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Strict reward-model accuracy (r_chosen > r_rejected), per subset and section (RewardBench style)."""
     from ..io import UsageError, read_records
@@ -125,7 +135,7 @@ def accuracy_cmd(
         if not name or not members:
             raise UsageError(f"--section must be NAME=subset1,subset2, got {spec!r}")
         sections[name] = [m for m in members.split(",") if m]
-    examples, _ = read_records(data, ("pair",))
+    examples, _ = read_records(data, ("pair",), fields=field_map(fields))
     scorer = load_scorer(reward, max_length=max_length)
     with task_progress("accuracy", 2 * len(examples)) as advance:
         margins = pair_margins(scorer, examples, batch_size, advance).mean(dim=1)
@@ -141,16 +151,17 @@ def accuracy_cmd(
     _emit(result, "reward-model accuracy", rows)
 
 
-@metrics_app.command("reward-dist")
+@metrics_app.command("reward-dist", short_help="Reward distributions by rank and prompt group (Reward Collapse).")
 @handle_errors
 def reward_dist_cmd(
-    data: str = typer.Argument(..., help="Ranking records (responses best first, or with scores)."),
-    reward: str = typer.Option(..., "--reward"),
-    group_field: str = typer.Option("open_ended", "--group-field", help="Field splitting prompts into groups."),
-    squash: str = typer.Option("sigmoid", "--squash", help="sigmoid (as the ranking loss reads rewards) or none."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model was trained with)."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: reward histograms and mean reward by rank per group."),
+    data: str = typer.Argument(..., metavar="FILE", help="Ranking records (responses best first, or with scores)."),
+    reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory, or module:function / file.py:function."),
+    group_field: str = typer.Option("open_ended", "--group-field", metavar="FIELD", help="Field splitting prompts into groups."),
+    squash: str = typer.Option("sigmoid", "--squash", metavar="sigmoid|none", help="sigmoid (as the ranking loss reads rewards) or none."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model was trained with)."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: reward histograms and mean reward by rank per group."),
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Reward distributions per prompt group (Reward Collapse): by rank, and the groups' distance."""
     import torch
@@ -162,7 +173,7 @@ def reward_dist_cmd(
     from ..io import check_file_output
 
     check_file_output(plot, "--plot")
-    examples, _ = read_records(data, ("ranking",))
+    examples, _ = read_records(data, ("ranking",), fields=field_map(fields))
     scorer = load_scorer(reward, max_length=max_length)
     prompts = [e.prompt for e in examples for _ in e.responses]
     responses = [r for e in examples for r in e.responses]
@@ -192,7 +203,9 @@ def reward_dist_cmd(
         from ..plots import reward_dist_figure
 
         reward_dist_figure(plot, {g: [x for r in rows for x in r] for g, rows in groups.items()},
-                           {g: v["mean_by_rank"] for g, v in result["groups"].items()}, f"{group_field}")
+                           {g: v["mean_by_rank"] for g, v in result["groups"].items()}, f"{group_field}",
+                           "reward, sigmoid-squashed (0-1)" if squash == "sigmoid" else "reward (model units)",
+                           f"reward distribution by {group_field}")
     rows_out = [(f"{group_field}={g}", f"mean {v['mean']:.3f}, std {v['std']:.3f}, prompts {v['prompts']}")
                 for g, v in result["groups"].items()]
     if "distance" in result:
@@ -200,12 +213,12 @@ def reward_dist_cmd(
     _emit(result, "reward distribution", rows_out)
 
 
-@metrics_app.command("winrate")
+@metrics_app.command("winrate", short_help="Win rate with a bootstrap 95% interval from judge verdicts.")
 @handle_errors
 def winrate_cmd(
-    judgments: str = typer.Argument(..., help="Output of `rlhfkit judge` (records with verdict A, B or tie)."),
-    player: str = typer.Option("A", "--player", help="Whose win rate: A (first file) or B."),
-    bootstrap: int = typer.Option(10000, "--bootstrap", min=1, help="Bootstrap resamples for the 95% interval."),
+    judgments: str = typer.Argument(..., metavar="FILE", help="Output of `rlhfkit judge` (records with verdict A, B or tie)."),
+    player: str = typer.Option("A", "--player", metavar="A|B", help="Whose win rate: A (first file) or B."),
+    bootstrap: int = typer.Option(10000, "--bootstrap", min=1, metavar="N", help="Bootstrap resamples for the 95% interval."),
     seed: int = SEED,
 ) -> None:
     """Win / tie / lose counts, (win + tie/2) / n and a bootstrap 95% interval; failed pairs are counted apart."""

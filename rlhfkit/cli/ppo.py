@@ -6,46 +6,47 @@ from typing import Optional
 
 import typer
 
-from .common import CONFIG, SEED, apply_config, handle_errors, open_unit, positive, unit_left_open
+from .common import CONFIG, FIELDS, SEED, apply_config, handle_errors, open_unit, positive, unit_left_open
 
 
 @handle_errors
 def ppo(
     ctx: typer.Context,
-    policy: str = typer.Option(..., "--policy", help="Initial policy (and frozen reference): alias, directory or hub id."),
-    reward: str = typer.Option(..., "--reward", help="Reward-model dir, ensemble dir, or module:function over (prompt, response)."),
-    prompts: str = typer.Option(..., "--prompts", help="Prompt, generation or pair records (their prompt), or plain text lines."),
-    out: str = typer.Option(..., "--out", "-o", help="Output directory: policy, log.jsonl, samples.jsonl, checkpoints/."),
-    reward_head: Optional[int] = typer.Option(None, "--reward-head", min=0, help="Ensemble: optimise head i (default: the heads' mean)."),
+    policy: str = typer.Option(..., "--policy", metavar="MODEL", help="Initial policy (and frozen reference): alias, directory or hub id."),
+    reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model dir, ensemble dir, or module:function over (prompt, response)."),
+    prompts: str = typer.Option(..., "--prompts", metavar="FILE", help="Prompt, generation or pair records (their prompt), or plain text lines."),
+    out: str = typer.Option(..., "--out", "-o", metavar="PATH", help="Output directory: policy, log.jsonl, samples.jsonl, checkpoints/."),
+    reward_head: Optional[int] = typer.Option(None, "--reward-head", min=0, metavar="N", help="Ensemble: optimise head i (default: the heads' mean)."),
     normalize_reward: bool = typer.Option(False, "--normalize-reward", help="Standardise scores with the reward model's training mean/std."),
-    reward_scale: float = typer.Option(1.0, "--reward-scale", help="Multiply scores (PM RLHF uses r/beta: set 1/beta)."),
-    regularizer: str = typer.Option("kl", "--regularizer", help="kl, var-kl, pm, cpm or none."),
-    beta: float = typer.Option(0.05, "--beta", min=0, help="Regulariser weight."),
-    alpha: float = typer.Option(0.3, "--alpha", callback=open_unit, help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
-    variance_power: float = typer.Option(1.0, "--variance-power", min=0, help="var-kl: sigma^p scales the KL (1 or 2)."),
+    reward_scale: float = typer.Option(1.0, "--reward-scale", metavar="X", help="Multiply scores (PM RLHF uses r/beta: set 1/beta)."),
+    regularizer: str = typer.Option("kl", "--regularizer", metavar="kl|var-kl|pm|cpm|none", help="kl, var-kl, pm, cpm or none."),
+    beta: float = typer.Option(0.05, "--beta", min=0, metavar="X", help="Regulariser weight."),
+    alpha: float = typer.Option(0.3, "--alpha", callback=open_unit, metavar="X", help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
+    variance_power: float = typer.Option(1.0, "--variance-power", min=0, metavar="X", help="var-kl: sigma^p scales the KL (1 or 2)."),
     adaptive_kl: bool = typer.Option(False, "--adaptive-kl", help="Adapt beta towards --target-kl."),
-    target_kl: float = typer.Option(6.0, "--target-kl", callback=positive),
-    steps: int = typer.Option(100, "--steps", min=1, help="PPO iterations."),
-    batch_size: int = typer.Option(16, "--batch-size", min=1, help="Rollouts per iteration."),
-    mini_batch_size: int = typer.Option(8, "--mini-batch-size", min=1),
-    ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1),
-    lr: float = typer.Option(1.41e-5, "--lr", callback=positive),
-    critic: str = typer.Option("shared", "--critic", help="shared (value head on the policy) or separate (own copy of the policy)."),
-    critic_lr: Optional[float] = typer.Option(None, "--critic-lr", callback=positive),
-    vf_coef: float = typer.Option(0.1, "--vf-coef", min=0),
-    clip: float = typer.Option(0.2, "--clip", callback=positive, help="Policy ratio clip."),
-    value_clip: float = typer.Option(0.2, "--value-clip", callback=positive),
-    gamma: float = typer.Option(1.0, "--gamma", min=0, max=1),
-    lam: float = typer.Option(0.95, "--lam", min=0, max=1),
-    score_clip: float = typer.Option(5.0, "--score-clip", callback=positive, help="Clip the sequence score to +-this."),
-    max_prompt_length: int = typer.Option(256, "--max-prompt-length", min=1),
-    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1),
-    temperature: float = typer.Option(1.0, "--temperature", callback=positive),
-    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open),
-    sample_steps: int = typer.Option(10, "--sample-steps", min=0, help="Append the batch to samples.jsonl every N steps."),
-    save_steps: int = typer.Option(50, "--save-steps", min=0, help="Checkpoint every N steps (0: never)."),
+    target_kl: float = typer.Option(6.0, "--target-kl", callback=positive, metavar="X", help="--adaptive-kl: the KL to the reference (nats per response) beta is steered towards."),
+    steps: int = typer.Option(100, "--steps", min=1, metavar="N", help="PPO iterations."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Rollouts per iteration."),
+    mini_batch_size: int = typer.Option(8, "--mini-batch-size", min=1, metavar="N", help="Rollouts per optimizer step (divides --batch-size)."),
+    ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1, metavar="N", help="Passes over each batch of rollouts."),
+    lr: float = typer.Option(1.41e-5, "--lr", callback=positive, metavar="X", help="Learning rate (AdamW)."),
+    critic: str = typer.Option("shared", "--critic", metavar="shared|separate", help="shared (value head on the policy) or separate (own copy of the policy)."),
+    critic_lr: Optional[float] = typer.Option(None, "--critic-lr", callback=positive, metavar="X", help="Value model's learning rate (default: --lr)."),
+    vf_coef: float = typer.Option(0.1, "--vf-coef", min=0, metavar="X", help="Weight of the value loss in the PPO loss."),
+    clip: float = typer.Option(0.2, "--clip", callback=positive, metavar="X", help="Policy ratio clip."),
+    value_clip: float = typer.Option(0.2, "--value-clip", callback=positive, metavar="X", help="Clip the value update to +-this around the rollout's values."),
+    gamma: float = typer.Option(1.0, "--gamma", min=0, max=1, metavar="X", help="Discount per token (the papers: 1)."),
+    lam: float = typer.Option(0.95, "--lam", min=0, max=1, metavar="X", help="GAE lambda."),
+    score_clip: float = typer.Option(5.0, "--score-clip", callback=positive, metavar="X", help="Clip the sequence score to +-this."),
+    max_prompt_length: int = typer.Option(256, "--max-prompt-length", min=1, metavar="N", help="Longest prompt, in tokens (truncated from the left)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, metavar="N", help="Longest response, in tokens."),
+    temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature (1 = the policy's own distribution)."),
+    top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
+    sample_steps: int = typer.Option(10, "--sample-steps", min=0, metavar="N", help="Append the batch to samples.jsonl every N steps."),
+    save_steps: int = typer.Option(50, "--save-steps", min=0, metavar="N", help="Checkpoint every N steps (0: never)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
-    dtype: str = typer.Option("auto", "--dtype"),
+    dtype: str = typer.Option("auto", "--dtype", metavar="auto|fp32|bf16|fp16", help="Compute precision: auto (fp32 on CPU, bf16 on capable GPUs), fp32, bf16, fp16; trained weights stay fp32."),
+    fields: Optional[str] = FIELDS,
     seed: int = SEED,
     config: Optional[str] = CONFIG,
 ) -> None:
@@ -60,12 +61,12 @@ def ppo(
     from ..ppo.trainer import PPOConfig, check_config, train_ppo
     from ..prompts import read_prompts
 
-    from ..io import check_dir_output
+    from ..io import check_dir_output, field_map
 
     values = apply_config(ctx, config, dict(locals()))
     check_dir_output(values["out"])
     cfg = PPOConfig(**{k: v for k, v in values.items() if k in PPOConfig.__dataclass_fields__})
     check_config(cfg)
-    prompt_list = read_prompts(values["prompts"])
+    prompt_list = read_prompts(values["prompts"], field_map(values["fields"]))
     result = train_ppo(cfg, prompt_list)
     summary(stage="ppo", out=cfg.out, prompts=len(prompt_list), **result)

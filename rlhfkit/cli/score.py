@@ -6,18 +6,19 @@ from typing import Optional
 
 import typer
 
-from .common import ON_ERROR, OUT, REJECTS, handle_errors
+from .common import FIELDS, ON_ERROR, OUT, REJECTS, handle_errors
 
 
 @handle_errors
 def score(
-    data: str = typer.Argument("-", help="Generation, pair or ranking records; '-' for stdin."),
-    reward: str = typer.Option(..., "--reward", help="Reward-model or ensemble directory."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: what the reward model or ensemble was trained with)."),
+    data: str = typer.Argument("-", metavar="FILE", help="Generation, pair or ranking records; '-' for stdin."),
+    reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model or ensemble was trained with)."),
     out: Optional[str] = OUT,
     on_error: str = ON_ERROR,
     rejects: Optional[str] = REJECTS,
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Add rewards to records.
 
@@ -29,12 +30,12 @@ def score(
     from ..io import read_records, summary, write_records
     from ..scoring import load_scorer, score_examples
 
-    from ..io import check_distinct_outputs, check_file_output
+    from ..io import check_distinct_outputs, check_file_output, field_map
 
     check_file_output(out)
     check_file_output(rejects, "--rejects")
     check_distinct_outputs(out=out, rejects=rejects)
-    examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects)
+    examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects, field_map(fields))
     scorer = load_scorer(reward, max_length=max_length)
     records = score_examples(scorer, examples, batch_size)
     write_records(out, records)

@@ -14,17 +14,17 @@ simulate_app = typer.Typer(help="The papers' theory experiments (variance-aware 
                            no_args_is_help=True, rich_markup_mode=None)
 
 
-@simulate_app.command("variance-aware")
+@simulate_app.command("variance-aware", short_help="Uncertainty-aware RLHF's theory check (return mean and std).")
 @handle_errors
 def variance_aware_cmd(
-    dim: int = typer.Option(1000, "--dim", min=1, help="Number of responses (the paper: 1000)."),
-    draws: int = typer.Option(2000, "--draws", min=1, help="Reward estimates drawn per setting."),
-    epsilon: float = typer.Option(1.69, "--epsilon", callback=positive, help="Policy step budget."),
-    reward_scale: float = typer.Option(0.1, "--reward-scale", help="r*_i ~ N(0, scale^2)."),
-    base_return: float = typer.Option(4.6, "--base-return", help="r*.pi0, the starting policy's return."),
-    high: str = typer.Option("3:100", "--high", help="Variance range of the high-variability setting."),
-    low: str = typer.Option("70:100", "--low", help="Variance range of the low-variability setting."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histograms of both policies' returns per setting."),
+    dim: int = typer.Option(1000, "--dim", min=1, metavar="N", help="Number of responses (the paper: 1000)."),
+    draws: int = typer.Option(2000, "--draws", min=1, metavar="N", help="Reward estimates drawn per setting."),
+    epsilon: float = typer.Option(1.69, "--epsilon", callback=positive, metavar="X", help="Policy step budget."),
+    reward_scale: float = typer.Option(0.1, "--reward-scale", metavar="X", help="r*_i ~ N(0, scale^2)."),
+    base_return: float = typer.Option(4.6, "--base-return", metavar="X", help="r*.pi0, the starting policy's return."),
+    high: str = typer.Option("3:100", "--high", metavar="LIST", help="Variance range of the high-variability setting."),
+    low: str = typer.Option("70:100", "--low", metavar="LIST", help="Variance range of the low-variability setting."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: histograms of both policies' returns per setting."),
     seed: int = SEED,
 ) -> None:
     """Uncertainty-aware RLHF's theory check: return mean/std of vanilla vs variance-aware policies."""
@@ -58,12 +58,12 @@ def variance_aware_cmd(
     sys.stdout.write(json.dumps({"simulation": "variance-aware", **results}) + "\n")
 
 
-@simulate_app.command("pm-bias")
+@simulate_app.command("pm-bias", short_help="KL-RLHF's optimum vs preference matching's, by reference bias and beta.")
 @handle_errors
 def pm_bias_cmd(
-    ref_prefs: str = typer.Option("0.2,0.5,0.8", "--ref-prefs", help="Reference preferences q for the first response."),
-    betas: str = typer.Option("0.5,1,2", "--betas"),
-    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: policy preference against true preference."),
+    ref_prefs: str = typer.Option("0.2,0.5,0.8", "--ref-prefs", metavar="P1,P2,..", help="Reference preferences q for the first response."),
+    betas: str = typer.Option("0.5,1,2", "--betas", metavar="B1,B2,..", help="Comma-separated beta values (regulariser weights)."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: policy preference against true preference."),
 ) -> None:
     """PM RLHF's bias: the KL-RLHF optimum's preference vs the true one, against preference matching."""
     from ..simulate import pm_bias

@@ -1,4 +1,4 @@
-"""`rlhfkit strength`: per-pair preference strength from an ensemble."""
+"""`rlhfkit strength`: per-pair preference strength, out of sample by default."""
 
 from __future__ import annotations
 
@@ -6,41 +6,50 @@ from typing import Optional
 
 import typer
 
-from .common import ON_ERROR, OUT, REJECTS, SEED, err_console, handle_errors
+from .common import FIELDS, ON_ERROR, OUT, REJECTS, SEED, err_console, handle_errors
 
 
 @handle_errors
 def strength(
-    data: str = typer.Argument("-", help="Pair records; '-' for stdin."),
-    ensemble: Optional[str] = typer.Option(None, "--ensemble", help="Ensemble (or reward-model) directory; default: train one on DATA."),
-    model: str = typer.Option("minilm", "--model", help="Backbone when training the ensemble here."),
-    from_rm: Optional[str] = typer.Option(None, "--from-rm", help="Train the heads here on this reward model's backbone (two-stage recipe; usually sharper)."),
-    heads: int = typer.Option(10, "--heads", min=1, help="Heads when training the ensemble here."),
-    epochs: int = typer.Option(3, "--epochs", min=1, help="Head epochs when training the ensemble here."),
-    save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", help="Keep the ensemble trained here in this directory."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1),
-    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text (default: the --ensemble's own, else 512)."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="PNG: histograms of mean and std, std by decile of mean."),
+    data: str = typer.Argument("-", metavar="FILE", help="Pair records; '-' for stdin."),
+    ensemble: Optional[str] = typer.Option(None, "--ensemble", metavar="DIR", help="Score with a ready ensemble (or reward-model) directory instead of training members here."),
+    model: str = typer.Option("minilm", "--model", metavar="MODEL", help="Base model of the members trained here."),
+    folds: int = typer.Option(5, "--folds", min=2, metavar="N", help="Cross-fitting: each pair is scored by a model trained on the other N-1 folds."),
+    rounds: int = typer.Option(1, "--rounds", min=1, metavar="N", help="Cross-fitting rounds; each later round trains on labels the previous one corrected (slower, a little sharper)."),
+    member_epochs: float = typer.Option(1.0, "--member-epochs", metavar="X", help="Epochs of each cross-fitted member's fine-tuning."),
+    member_lr: float = typer.Option(5e-5, "--member-lr", metavar="X", help="Learning rate of the members' fine-tuning."),
+    in_sample: bool = typer.Option(False, "--in-sample", help="The paper's construction instead: K heads on a frozen --model (or --from-rm) trained on DATA itself, voting on their own training pairs."),
+    from_rm: Optional[str] = typer.Option(None, "--from-rm", metavar="DIR", help="--in-sample heads on this reward model's backbone (the two-stage recipe)."),
+    heads: int = typer.Option(10, "--heads", min=1, metavar="N", help="--in-sample: number of heads K."),
+    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="--in-sample: head epochs."),
+    save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", metavar="DIR", help="--in-sample: keep the ensemble trained here in this directory."),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Pairs per training step of the members; texts per scoring pass is twice this."),
+    max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default 256 for members trained here; an --ensemble's own)."),
+    plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="Histograms of mean and std, std by decile of mean, and (with synth's noisy flags) the reliability of P(label wrong)."),
     seed: int = SEED,
     out: Optional[str] = OUT,
     on_error: str = ON_ERROR,
     rejects: Optional[str] = REJECTS,
+    fields: Optional[str] = FIELDS,
 ) -> None:
     """Add strength_mean, strength_std and strength_margins to every pair.
 
-    The margin r_m(chosen) - r_m(rejected) of each ensemble member m; mean and population std
-    over members. Without --ensemble, trains one on DATA itself (frozen --model, K heads), as the
-    paper lets its models vote on their own training data. Summary: fraction of pairs with mean
-    below 0, quantiles, and the AUROC of -mean for finding pairs marked `noisy` when present.
+    strength_mean is the reward margin r(chosen) - r(rejected) in the order the record gives,
+    averaged over members that never trained on that pair: k-fold cross-fitting of --model (one
+    fine-tuned reward model per fold and round), so a negative mean means models that had not
+    seen the pair prefer the other response. strength_std and strength_margins are over the
+    members (one per --rounds; the std of one member is 0). The summary gives the noise rate
+    estimated from the margins (see `clean`), quantiles, the time taken, and, when records carry
+    synth's `noisy` flag, the AUROC of -mean and the calibration of P(label wrong); these flags
+    are never used to decide anything. --in-sample gives the paper's construction; --ensemble
+    scores with a ready ensemble.
     """
-    from ..ensemble import HeadTraining, build_ensemble
-    from ..io import read_records, summary, write_records
+    from ..io import (check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records, summary,
+                      write_records)
+    from ..noise import calibration, noise_rate, p_wrong
     from ..progress import task_progress
-    from ..scoring import load_scorer
     from ..strength import auroc, decile_curve, describe, pair_margins
     from ..strength import strength as strength_of
-
-    from ..io import check_dir_output, check_distinct_outputs, check_file_output
 
     check_file_output(out)
     check_file_output(rejects, "--rejects")
@@ -48,32 +57,65 @@ def strength(
     check_distinct_outputs(out=out, rejects=rejects, plot=plot)
     if save_ensemble:
         check_dir_output(save_ensemble, "--save-ensemble")
-    examples, stats = read_records(data, ("pair",), on_error, rejects)
-    if ensemble is None:  # train on DATA itself; its rewards on DATA come with it (one backbone pass)
+    if (from_rm or save_ensemble) and not in_sample and ensemble is None:
+        in_sample = True  # --from-rm and --save-ensemble only make sense for the in-sample heads
+    examples, stats = read_records(data, ("pair",), on_error, rejects, field_map(fields))
+    info: dict = {}
+    if ensemble is not None:
+        from ..scoring import load_scorer
+
+        scorer = load_scorer(ensemble, max_length=max_length)
+        with task_progress("strength", 2 * len(examples)) as advance:
+            margins = pair_margins(scorer, examples, batch_size * 2, advance)
+        info.update(construction="ensemble", ensemble=ensemble, members=scorer.heads)
+    elif in_sample:
         from contextlib import nullcontext
 
+        from ..ensemble import HeadTraining, build_ensemble
         from ..io import scratch_dir
 
         with nullcontext(save_ensemble) if save_ensemble else scratch_dir("ensemble") as directory:
             _, rewards = build_ensemble(examples, directory, model, HeadTraining(heads=heads, epochs=epochs, seed=seed),
-                                        from_rm=from_rm, max_length=max_length or 512, batch_size=batch_size)
-        margins, members = rewards[: len(examples)] - rewards[len(examples):], heads
+                                        from_rm=from_rm, max_length=max_length or 512, batch_size=batch_size * 2)
+        margins = rewards[: len(examples)] - rewards[len(examples):]
+        info.update(construction="in-sample heads", members=heads, ensemble=save_ensemble)
     else:
-        directory = ensemble
-        scorer = load_scorer(directory, max_length=max_length)
-        with task_progress("strength", 2 * len(examples)) as advance:
-            margins = pair_margins(scorer, examples, batch_size, advance)
-        members = scorer.heads
+        from ..crossfit import CrossFit, cross_fit
+
+        cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
+                       batch_size=batch_size, max_length=max_length or 256, seed=seed)
+        err_console.print(f"strength: cross-fitting {len(examples)} pairs, {folds} folds x {rounds} round(s) of "
+                          f"{model} fine-tuned {member_epochs:g} epoch(s) each", highlight=False)
+        try:
+            with task_progress("strength (cross-fitting)", folds * rounds) as advance:
+                margins, _, fit_info = cross_fit(examples, cfg, advance)
+        except ValueError as e:
+            from ..io import UsageError
+
+            raise UsageError(str(e)) from None
+        margins = margins.float()
+        info.update(construction="cross-fitted", folds=folds, rounds=rounds, members=rounds, model=model,
+                    seconds=fit_info["seconds"])
     means, stds = strength_of(margins)
     write_records(out, (ex.output(strength_mean=m, strength_std=s, strength_margins=d)
                         for ex, m, s, d in zip(examples, means.tolist(), stds.tolist(), margins.tolist())))
-    info = describe(means, stds)
-    if all("noisy" in ex.raw for ex in examples):
-        info["noisy_auroc"] = round(auroc((-means).tolist(), [bool(ex.raw["noisy"]) for ex in examples]), 4)
+    info.update(describe(means, stds))
+    info["noise_rate_estimate"] = round(noise_rate(means), 4)
+    calib = None
+    if all(isinstance(ex.raw.get("noisy"), bool) for ex in examples):  # reported, never used to decide
+        noisy = [ex.raw["noisy"] for ex in examples]
+        info["noisy_auroc"] = round(auroc((-means).tolist(), noisy), 4)
+        pw, _ = p_wrong(means)
+        ece, table = calibration(pw.tolist(), noisy)
+        info["p_wrong_ece"] = round(ece, 4)
+        calib = table
     if plot:
         from ..plots import strength_figure
 
-        strength_figure(plot, means.tolist(), stds.tolist(), decile_curve(means, stds))
-    err_console.print(f"[bold]strength[/]: {info['pairs']} pairs, {info['fraction_mean_below_0']:.1%} with mean < 0"
-                      + (f", AUROC for noisy pairs {info['noisy_auroc']:.3f}" if "noisy_auroc" in info else ""))
-    summary(stage="strength", ensemble=directory if ensemble or save_ensemble else None, members=members, skipped=stats.skipped, **info)
+        strength_figure(plot, means.tolist(), stds.tolist(), decile_curve(means, stds), calib)
+    err_console.print(f"[bold]strength[/]: {info['pairs']} pairs ({info['construction']}), "
+                      f"{info['fraction_mean_below_0']:.1%} with mean < 0, estimated noise rate "
+                      f"{info['noise_rate_estimate']:.1%}"
+                      + (f", AUROC for noisy pairs {info['noisy_auroc']:.3f}" if "noisy_auroc" in info else "")
+                      + (f", {info['seconds']:.0f} s" if "seconds" in info else ""))
+    summary(stage="strength", skipped=stats.skipped, **info)

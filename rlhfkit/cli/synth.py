@@ -11,10 +11,10 @@ from .common import OUT, SEED, handle_errors
 
 @handle_errors
 def synth(
-    n: int = typer.Option(1000, "--n", min=1, help="Number of records."),
-    noise: float = typer.Option(0.0, "--noise", min=0, max=1, help="Fraction of pair labels flipped (marked noisy: true)."),
-    kind: str = typer.Option("pairs", "--kind", help="'pairs' or 'rankings'."),
-    responses: int = typer.Option(4, "--responses", min=2, help="Responses per ranking record (2-10)."),
+    n: int = typer.Option(1000, "--n", min=1, metavar="N", help="Number of records."),
+    noise: float = typer.Option(0.0, "--noise", min=0, max=1, metavar="X", help="Fraction of pair labels flipped (marked noisy: true)."),
+    kind: str = typer.Option("pairs", "--kind", metavar="KIND", help="'pairs' or 'rankings'."),
+    responses: int = typer.Option(4, "--responses", min=2, metavar="N", help="Responses per ranking record (2-10)."),
     seed: int = SEED,
     out: Optional[str] = OUT,
 ) -> None:

@@ -350,6 +350,6 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
                         fh.write(json.dumps({"step": step, "prompt": p, "response": r, "reward": s}, ensure_ascii=False) + "\n")
             if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
                 trainer.save_checkpoint(step, identity)
-            advance(1)
+            advance(1, reward=stats["reward_mean"], kl=stats["kl"])
     trainer.save_policy(cfg.out, {"final_stats": stats})
     return {"steps": cfg.steps, **{k: v for k, v in stats.items() if k in ("reward_mean", "kl", "entropy", "response_length")}}

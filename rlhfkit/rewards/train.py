@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-from dataclasses import asdict, dataclass
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .. import __version__
 from .. import checkpoint as ckpt
 from ..io import UsageError
-from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout, write_meta
+from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout
 from ..records import Example
 from . import losses
-from .data import (PairData, RankingData, epoch_order, fingerprint, meta_data, pair_data, ranking_data,
+from .data import (PairData, RankingData, epoch_order, meta_data, pair_data, ranking_data,
                    sample_pairs)
 from .model import RewardModel, head_module, pad_batch, score_sequences
+from .persist import load_checkpoint, run_identity, save_checkpoint, save_reward_model
+
+REWARD_STATS_WINDOW = 2000  # rewards kept from the last training forwards for reward_mean/std
 
 CONTRASTIVE_DEFAULTS = {  # Secrets II §3.1: (weight, prototypes, temperature)
     ("simcse", "pair"): (1.0, None, 0.05), ("simcse", "diff"): (1.0, None, 0.05),
@@ -37,7 +39,7 @@ CONTRASTIVE_DEFAULTS = {  # Secrets II §3.1: (weight, prototypes, temperature)
 @dataclass
 class TrainConfig:
     model: str
-    out: str
+    out: str | None  # None: train only (no log, checkpoints or resume)
     loss: str = "bt"  # bt (pairs: margin and soft labels included) | ranking
     margin_scale: float = 1.0
     label_smoothing: float = 0.0
@@ -154,7 +156,7 @@ def pair_batch_loss(module: nn.Module, data: PairData, idx: list[int], cfg: Trai
         if weight is None:
             weight = CONTRASTIVE_DEFAULTS[(cfg.contrastive, cfg.contrastive_features)][0]
         loss = loss + weight * cl_loss
-    return loss, delta.detach()
+    return loss, delta.detach(), rewards.detach()
 
 
 def ranking_batch_loss(module: nn.Module, data: RankingData, idx: list[int], cfg: TrainConfig, pad_id: int,
@@ -171,7 +173,7 @@ def ranking_batch_loss(module: nn.Module, data: RankingData, idx: list[int], cfg
     rewards, _ = module(ids, mask)
     b, w = torch.tensor(better, device=device), torch.tensor(worse, device=device)
     loss = losses.ranking_loss(rewards, torch.tensor(record, device=device), b, w, [data.utilities[i] for i in idx])
-    return loss, (rewards[b] - rewards[w]).detach()
+    return loss, (rewards[b] - rewards[w]).detach(), rewards.detach()
 
 
 def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, meta_group, n_groups: int,
@@ -191,7 +193,7 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
             if g is not None:
                 p.add_(g, alpha=meta_lr)
     optimizer.zero_grad()
-    loss, delta = pref_loss_fn()
+    loss, delta, *_ = pref_loss_fn()
     (backward or torch.Tensor.backward)(loss)
     with torch.no_grad():
         for p, s in zip(params, saved):
@@ -200,68 +202,42 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
     return loss, delta, score.detach()
 
 
-# ---------------------------------------------------------------- checkpoints (tensors and JSON only)
-
-IDENTITY_IGNORES = {"out", "resume", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
-                    "early_stop_loss", "dtype"}
-
-
-def run_identity(cfg: TrainConfig, examples: Sequence[Example], meta_examples: Sequence[Example] | None) -> dict:
-    """What a checkpoint must share with the run that resumes it: the data, and every setting that
-    shapes the model, the schedule or the data order (not logging, saving or the precision)."""
-    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
-    identity["data_fingerprint"] = fingerprint(examples)
-    identity["meta_fingerprint"] = fingerprint(meta_examples) if meta_examples else None
-    return identity
-
-
-def save_checkpoint(accelerator, module, optimizer, scheduler, out: str, step: int, keep: int, identity: dict) -> None:
-    """model.safetensors, optimizer.pt (tensors only), scheduler and RNG states, trainer_state.json."""
-    from safetensors.torch import save_model
-
-    root = Path(out) / "checkpoints"
-    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    ckpt.save_rng(tmp, accelerator.process_index)
-    if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(module), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        ckpt.write_json(tmp / "scheduler.json", scheduler.state_dict())
-        if accelerator.scaler is not None:
-            ckpt.write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "identity": identity,
-                                                "world_size": accelerator.num_processes})
-        ckpt.publish(tmp, final, keep)
-    accelerator.wait_for_everyone()
-
-
-def load_checkpoint(accelerator, module, optimizer, scheduler, last: Path, identity: dict) -> int:
-    """Restore a checkpoint written by ``save_checkpoint`` after checking it belongs to this run."""
-    from safetensors.torch import load_model
-
-    state = ckpt.read_json(last / ckpt.STATE_FILE)
-    ckpt.check_identity(state.get("identity"), identity, last)
-    load_model(accelerator.unwrap_model(module), str(last / "model.safetensors"))
-    optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
-    scheduler.load_state_dict(ckpt.read_json(last / "scheduler.json"))
-    if accelerator.scaler is not None and (last / "scaler.json").exists():
-        accelerator.scaler.load_state_dict(ckpt.read_json(last / "scaler.json"))
-    ckpt.load_rng(last, accelerator.process_index)
-    return int(state["step"])
-
-
 # ---------------------------------------------------------------- the loop
+
+@dataclass
+class Fitted:
+    """A trained reward model still in memory, with what the run measured on the way."""
+
+    rm: RewardModel
+    tokenizer: Any
+    summary: dict
+    reward_mean: float
+    reward_std: float
+    world_size: int
+    is_main: bool
+
 
 def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str = "",
                        eval_examples: Sequence[Example] | None = None,
                        meta_examples: Sequence[Example] | None = None, progress: bool = True) -> dict:
     """Train, write the model directory to ``cfg.out`` and return the run's summary."""
+    fitted = fit_reward_model(cfg, examples, source, eval_examples, meta_examples, progress)
+    summary = dict(fitted.summary)
+    if fitted.is_main:
+        summary.update(save_reward_model(fitted, cfg, examples))
+    return summary
+
+
+def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str = "",
+                     eval_examples: Sequence[Example] | None = None,
+                     meta_examples: Sequence[Example] | None = None, progress: bool = True) -> Fitted:
+    """The training loop. With ``cfg.out`` it logs to ``out/log.jsonl``, checkpoints and resumes;
+    with ``cfg.out`` None it only trains (cross-fitting members in ``strength``).
+
+    Multi-process (``accelerate launch`` or ``torchrun``): ``batch_size`` is the global batch, each
+    process takes its share of every batch, DDP averages the gradients, logged metrics are the
+    processes' mean, and only the main process writes.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from transformers import get_scheduler
@@ -305,30 +281,36 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     module, optimizer = accelerator.prepare(module, optimizer)
     device = accelerator.device
     pad_id = tok.pad_token_id
+    main = accelerator.is_main_process
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    log_path = out / "log.jsonl"
     step = 0
+    log_path = Path(cfg.out) / "log.jsonl" if cfg.out else None
     identity = run_identity(cfg, examples, meta_examples)
-    found = ckpt.list_checkpoints(out / "checkpoints")
-    if cfg.resume and found:
-        step = load_checkpoint(accelerator, module, optimizer, scheduler, found[-1], identity)
-        if accelerator.is_main_process:
-            ckpt.rewrite_log(log_path, step)
-    elif accelerator.is_main_process:  # a new run in this directory replaces the old run's log and checkpoints
-        if log_path.exists():
-            log_path.unlink()
-        if (out / "checkpoints").exists():
-            shutil.rmtree(out / "checkpoints")
+    if cfg.out:
+        out = Path(cfg.out)
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        found = ckpt.list_checkpoints(out / "checkpoints")
+        if cfg.resume and found:
+            step = load_checkpoint(accelerator, module, optimizer, scheduler, found[-1], identity)
+            if main:
+                ckpt.rewrite_log(log_path, step)
+        elif main:  # a new run in this directory replaces the old run's log and checkpoints
+            if log_path.exists():
+                log_path.unlink()
+            if (out / "checkpoints").exists():
+                shutil.rmtree(out / "checkpoints")
+        accelerator.wait_for_everyone()
 
     from ..progress import task_progress
 
     window: dict[str, list[float]] = {"loss": [], "accuracy": [], "margin": []}
+    recent_rewards: deque = deque(maxlen=REWARD_STATS_WINDOW)  # the model's rewards near the end of training
     stopped_early = False
     micro = 0  # micro-batches seen, counted from the start of the run (resume skips the done ones)
     skip = step * cfg.grad_accum
-    with task_progress("train-rm", total_steps, completed=step, enabled=progress) as advance:
+    with task_progress("train-rm", total_steps, completed=step, enabled=progress and main) as advance:
         epoch = 0
         while step < total_steps and not stopped_early:
             for batch in epoch_order(len(data), cfg.seed, epoch, cfg.batch_size, lengths):
@@ -354,9 +336,10 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
                                                backward=accelerator.backward)
                     optimizer.zero_grad()
                     synced = True
+                    rewards = None
                 else:
                     with accelerator.accumulate(module):
-                        loss, delta = fn()
+                        loss, delta, rewards = fn()
                         accelerator.backward(loss)
                         optimizer.step()
                         optimizer.zero_grad()
@@ -364,23 +347,28 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
                 window["loss"].append(loss.item())
                 window["accuracy"].append((delta > 0).float().mean().item())
                 window["margin"].append(delta.mean().item())
+                if rewards is not None:
+                    recent_rewards.extend(rewards.float().cpu().tolist())
                 if not synced:
                     continue
                 scheduler.step()
                 step += 1
-                advance(1)
+                advance(1, loss=sum(window["loss"]) / len(window["loss"]),
+                        accuracy=sum(window["accuracy"]) / len(window["accuracy"]))
                 if step % cfg.logging_steps == 0 or step == total_steps:
+                    means = torch.tensor([sum(v) / len(v) for v in window.values()], device=device)
+                    means = accelerator.reduce(means, "mean") if accelerator.num_processes > 1 else means
                     entry = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                             **{k: sum(v) / len(v) for k, v in window.items()}}
-                    if cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
+                             **dict(zip(window, means.tolist()))}
+                    if main and cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
                         entry["eval_accuracy"] = evaluate(accelerator.unwrap_model(module).rm, pad_id, eval_set)
-                    if accelerator.is_main_process:
+                    if main and log_path is not None:
                         with log_path.open("a") as fh:
-                            fh.write(json.dumps(entry) + "\n")
+                            fh.write(json.dumps(entry, allow_nan=False) + "\n")
                     if cfg.early_stop_loss is not None and entry["loss"] <= cfg.early_stop_loss:
                         stopped_early = True
                     window = {k: [] for k in window}
-                if cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
+                if cfg.out and cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
                     save_checkpoint(accelerator, module, optimizer, scheduler, cfg.out, step, cfg.save_total_limit,
                                     identity)
             epoch += 1
@@ -388,12 +376,16 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
     accelerator.wait_for_everyone()
     rm = accelerator.unwrap_model(module).rm
     rm.eval()
-    summary: dict[str, Any] = {"steps": step, "stopped_early": stopped_early}
-    if eval_examples:
+    summary: dict[str, Any] = {"steps": step, "stopped_early": stopped_early, "world_size": accelerator.num_processes}
+    if eval_examples and main:
         summary["eval_accuracy"] = evaluate(rm, pad_id, eval_set)
-    if accelerator.is_main_process:
-        summary.update(save_reward_model(rm, tok, cfg, examples))
-    return summary
+    stats = torch.tensor(list(recent_rewards) or [0.0], device=device)
+    if accelerator.num_processes > 1:  # every process's recent rewards
+        stats = accelerator.gather(accelerator.pad_across_processes(stats, pad_index=float("nan")))
+        stats = stats[~torch.isnan(stats)]
+    reward_mean = stats.mean().item()
+    reward_std = stats.std().item() if len(stats) > 1 else 0.0
+    return Fitted(rm, tok, summary, reward_mean, reward_std, accelerator.num_processes, main)
 
 
 def evaluation_data(examples: Sequence[Example], tok, cfg: TrainConfig) -> PairData | RankingData:
@@ -419,38 +411,3 @@ def evaluate(rm: RewardModel, pad_id: int, data: PairData | RankingData) -> floa
             offset += len(seqs)
     rm.train(was_training)
     return sum(correct) / max(1, len(correct))
-
-
-def save_reward_model(rm: RewardModel, tok, cfg: TrainConfig, examples: Sequence[Example]) -> dict:
-    """Write an AutoModelForSequenceClassification directory plus rlhfkit.json; files appear whole."""
-    hf = rm.hf
-    if hasattr(hf, "merge_and_unload"):  # LoRA: fold the adapters in, keep the trained head
-        hf = hf.merge_and_unload()
-    sample = examples[:1000]
-    if cfg.loss == "bt":
-        d = pair_data(sample, tok, cfg.max_length)
-        seqs = d.chosen + d.rejected
-    else:
-        seqs = [s for r in ranking_data(sample, tok, cfg.max_length, "x", "").responses for s in r]
-    scores = torch.tensor(score_sequences(RewardModel(hf).eval(), seqs, tok.pad_token_id))
-    out = Path(cfg.out)
-    tmp = out / ".model-tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    hf.config.pad_token_id = tok.pad_token_id
-    hf.save_pretrained(tmp, safe_serialization=True)
-    # plain `tokenizer(text, truncation=True)` then reads what rlhfkit reads: the last max_length tokens
-    tok.truncation_side, tok.model_max_length = "left", cfg.max_length
-    tok.save_pretrained(tmp)
-    meta = {
-        "type": "reward-model", "rlhfkit_version": __version__, "base_model": cfg.model,
-        "loss": cfg.loss if cfg.loss == "ranking" else "bt", "config": asdict(cfg),
-        "data_fingerprint": fingerprint(examples), "n_train": len(examples),
-        "reward_mean": scores.mean().item(), "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
-        "pooling": "cls (model's own pooler)" if rm.encoder else "last non-padding token (attention mask)",
-    }
-    write_meta(str(tmp), meta)
-    for f in tmp.iterdir():
-        os.replace(f, out / f.name)
-    tmp.rmdir()
-    return {"reward_mean": meta["reward_mean"], "reward_std": meta["reward_std"]}

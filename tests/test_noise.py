@@ -1,0 +1,141 @@
+"""Issue 12: out-of-sample strength, the noise-rate estimate, calibrated P(label wrong), the flip rule."""
+
+import json
+
+import pytest
+import torch
+
+from rlhfkit import clean, crossfit, synth
+from rlhfkit.noise import calibration, isotonic, noise_rate, p_wrong
+
+from conftest import cli, last_json_line, read_jsonl, write_jsonl
+
+
+def simulated_margins(n=4000, eps=0.2, seed=0):
+    """A model that orders pairs right with an accuracy that grows with its confidence, on labels
+    flipped at random with rate eps: margin = (true sign) * |z| with errors concentrated at small |z|."""
+    g = torch.Generator().manual_seed(seed)
+    conf = torch.rand(n, generator=g, dtype=torch.float64) * 3  # |margin|
+    model_right = torch.rand(n, generator=g, dtype=torch.float64) < torch.sigmoid(3 * conf - 1)  # acc(|m|)
+    flipped = torch.rand(n, generator=g, dtype=torch.float64) < eps
+    sign = torch.where(model_right, 1.0, -1.0) * torch.where(flipped, -1.0, 1.0)
+    return sign * conf, flipped
+
+
+def test_isotonic_by_hand():
+    assert isotonic([1, 3, 2, 4]).tolist() == [1, 2.5, 2.5, 4]
+    assert isotonic([3, 2, 1]).tolist() == [2, 2, 2]
+    assert isotonic([0, 0, 1, 1]).tolist() == [0, 0, 1, 1]
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.2, 0.4])
+def test_noise_rate_recovers_a_known_rate(eps):
+    m, _ = simulated_margins(eps=eps)
+    assert noise_rate(m) == pytest.approx(eps, abs=0.03)
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.2, 0.4])
+def test_p_wrong_is_calibrated_against_the_truth(eps):
+    m, flipped = simulated_margins(eps=eps, seed=1)
+    pw, est = p_wrong(m)
+    ece, table = calibration(pw.tolist(), flipped.tolist())
+    assert ece < 0.05, table
+    assert pw.sum().item() == pytest.approx(flipped.sum().item(), rel=0.15)  # it counts the wrong labels
+
+
+def test_p_wrong_on_clean_labels_and_on_noise_only():
+    m, _ = simulated_margins(eps=0.0)
+    pw, eps = p_wrong(m)
+    assert eps < 0.01 and (pw >= clean.CONFIDENCE).float().mean() < 0.01
+    coin = torch.randn(1000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)  # margins say nothing
+    pw, eps = p_wrong(coin)
+    assert (pw >= clean.CONFIDENCE).sum() == 0
+
+
+def test_calibration_by_hand():
+    ece, table = calibration([0.05, 0.05, 0.95, 0.95], [False, False, True, False], bins=10)
+    # bin [0, 0.1): predicted 0.05, observed 0; bin [0.9, 1]: predicted 0.95, observed 0.5
+    assert ece == pytest.approx(0.5 * 0.05 + 0.5 * 0.45)
+    assert [t["pairs"] for t in table] == [2, 2]
+
+
+def test_confident_rule_on_hand_made_strengths():
+    means = [-2.0, -0.6, -0.2, 0.3, 1.0]
+    pw = [0.95, 0.7, 0.55, 0.1, 0.01]
+    rules = clean.Rules(flip=True)  # confidence 0.6
+    assert clean.decide(means, rules, pw) == ["flip", "flip", "keep", "keep", "keep"]
+    # a member voting for the label vetoes the flip
+    assert clean.decide(means, rules, pw, unanimous=[True, False, True, True, True]) == ["flip", "keep", "keep",
+                                                                                        "keep", "keep"]
+    assert clean.decide(means, clean.Rules(flip=True, confidence=0.9), pw) == ["flip"] + ["keep"] * 4
+    assert clean.decide(means, clean.Rules(drop_wrong=True), pw) == ["drop", "drop", "keep", "keep", "keep"]
+    assert clean.decide(means, clean.Rules(flip=True, drop_uncertain=0.5), pw) == ["flip", "flip", "drop", "keep", "keep"]
+    assert clean.decide(means, clean.Rules(flip=True, flip_below=0.0), pw) == ["flip", "flip", "flip", "keep", "keep"]
+    soft = clean.apply({"chosen": "a", "rejected": "b", "strength_mean": -2.0}, "flip", clean.Rules(flip=True, soft=True), 0.95)
+    assert soft["chosen"] == "b" and soft["label"] == pytest.approx(0.95)
+    kept = clean.apply({"chosen": "a", "rejected": "b", "strength_mean": 1.0}, "keep", clean.Rules(soft=True), 0.01)
+    assert kept["label"] == pytest.approx(0.99)
+
+
+# ---------------------------------------------------------------- cross-fitting never scores with a member that saw the pair
+
+def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch):
+    from rlhfkit.rewards import train
+
+    examples = [crossfit_example(i) for i in range(23)]
+    seen_by = []
+
+    class Fake:
+        def __init__(self, trained_on):
+            self.trained_on = {e.id for e in trained_on}
+
+    def fake_fit(cfg, train_examples, progress=False):
+        seen_by.append(Fake(train_examples))
+        return seen_by[-1]
+
+    def fake_margins(fitted, held, max_length, batch_size=32):
+        assert not fitted.trained_on & {e.id for e in held}
+        return [float(len(e.id)) for e in held]
+
+    monkeypatch.setattr(train, "fit_reward_model", fake_fit)
+    monkeypatch.setattr(crossfit, "margins_of", fake_margins)
+    margins, folds, _ = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2))
+    assert len(seen_by) == 8 and margins.shape == (23, 2)
+    for fold in folds:
+        sizes = [fold.count(k) for k in range(4)]
+        assert max(sizes) - min(sizes) <= 1
+        assert all(len(f.trained_on) == 23 - sizes[k] for k, f in zip(range(4), seen_by))
+    assert folds[0] != folds[1]  # a fresh split each round
+
+
+def crossfit_example(i):
+    from rlhfkit.records import parse_record
+
+    return parse_record({"id": f"p{i}", "prompt": "q", "chosen": f"good {i}", "rejected": f"bad {i}"})
+
+
+def test_cross_fitting_on_a_tiny_model_end_to_end(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(24, 0.25, seed=0))
+    r = cli("strength", data, "--model", "tiny-bert", "--folds", 3, "--member-epochs", 1, "--plot", tmp_path / "s.png")
+    assert r.exit_code == 0, r.stderr
+    out = read_jsonl(r.stdout)
+    assert len(out) == 24 and all(len(x["strength_margins"]) == 1 and x["strength_std"] == 0 for x in out)
+    s = last_json_line(r.stderr)
+    assert s["construction"] == "cross-fitted" and s["folds"] == 3 and "noise_rate_estimate" in s and "seconds" in s
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_strength_and_clean_decide_nothing_from_synth_truth(tmp_path):
+    rows = list(synth.pairs(30, 0.3, seed=2))
+    with_truth = write_jsonl(tmp_path / "t.jsonl", rows)
+    stripped = write_jsonl(tmp_path / "s.jsonl", [{k: v for k, v in r.items() if k not in ("noisy", "gold_chosen",
+                                                                                            "gold_rejected")}
+                                                  for r in rows])
+    outs = []
+    for path in (with_truth, stripped):
+        st = cli("strength", path, "--model", "tiny-bert", "--folds", 3)
+        assert st.exit_code == 0, st.stderr
+        cl = cli("clean", "--flip", input=st.stdout)
+        assert cl.exit_code == 0, cl.stderr
+        outs.append([(x["strength_mean"], x["clean_action"]) for x in read_jsonl(cl.stdout)])
+    assert outs[0] == outs[1]
