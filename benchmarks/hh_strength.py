@@ -1,15 +1,15 @@
 """Preference strength on real HH-RLHF pairs (../shared/data, harmless-base test, 2,312 pairs).
 
-A random 20% of the labels are flipped here (seeded); `strength` trains the default ensemble
-(minilm, K = 10 frozen-backbone heads) on the data itself, as the paper does, and scores it.
-Reports the AUROC of −strength_mean for finding our flips, and the fraction of the *original*
-(unflipped) pairs whose mean is below 0 (the paper saw ~25% on HH-RLHF train).
+A random 20% of the labels are flipped here (seeded). `strength` then scores every pair:
+  new        the default: cross-fitted minilm reward models (5 folds, 1 epoch each)
+  old        the previous default: K = 10 heads on frozen minilm trained on the data itself (--in-sample)
+  two-stage  heads on a minilm reward model fine-tuned on the (noisy) pairs (--in-sample --from-rm)
+Reports the AUROC of −strength_mean for finding our flips, the precision and recall of the default
+`clean --flip` against them, the fraction of the *original* (unflipped) pairs it flips (which
+cannot all be wrong labels) and the fraction of original pairs with mean < 0 (the paper saw ~25% on
+HH-RLHF train).
 
-With --two-stage, a minilm reward model is first fine-tuned on the (noisy) pairs and the heads
-sit on its backbone (`strength --from-rm`), the Uncertainty-aware RLHF recipe; on a CPU that
-takes tens of minutes, on a GPU a few.
-
-    python benchmarks/hh_strength.py [--max-length 512] [--two-stage] [--out bench-out/hh_strength]
+    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--max-length 256] [--out bench-out/hh_strength]
 """
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--noise", type=float, default=0.2)
     ap.add_argument("--model", default="minilm")
-    ap.add_argument("--max-length", default="512")
+    ap.add_argument("--max-length", default="256")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--two-stage", action="store_true")
+    ap.add_argument("--construction", choices=["new", "old", "two-stage"], default="new")
+    ap.add_argument("--two-stage", action="store_true", help="same as --construction two-stage")
     ap.add_argument("--out", default="bench-out/hh_strength")
     a = ap.parse_args()
+    if a.two_stage:
+        a.construction = "two-stage"
     data = Path(a.data)
     if not data.exists():
         sys.exit(f"{data} not found: this benchmark needs the project's shared data beside the checkout")
@@ -51,25 +54,33 @@ def main() -> None:
             continue  # identical transcripts carry no preference (the contract rejects them)
         records.append({"id": f"hh-harmless-test-{i}", "chosen": c, "rejected": j, "noisy": i in flipped})
     (out / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    extra = []
-    if a.two_stage:
+    extra = {"new": [], "old": ["--in-sample"], "two-stage": []}[a.construction]
+    if a.construction == "two-stage":
         subprocess.run([sys.executable, "-m", "rlhfkit", "train-rm", str(out / "pairs.jsonl"), "--model", a.model,
                         "--out", str(out / "rm"), "--lr", "5e-5", "--batch-size", "16", "--epochs", "1",
                         "--warmup-ratio", "0.1", "--max-length", a.max_length, "--save-steps", "0", "--seed", str(a.seed)],
                        capture_output=True, text=True, check=True)
-        extra = ["--from-rm", str(out / "rm")]
+        extra = ["--in-sample", "--from-rm", str(out / "rm")]
+    strength_path = out / f"strength-{a.construction}.jsonl"
     p = subprocess.run([sys.executable, "-m", "rlhfkit", "strength", str(out / "pairs.jsonl"), "--model", a.model, *extra,
-                        "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(out / "strength.jsonl"),
-                        "--plot", str(out / "strength.png")], capture_output=True, text=True, check=True)
+                        "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(strength_path),
+                        "--plot", str(out / f"strength-{a.construction}.png")], capture_output=True, text=True, check=True)
     s = json.loads(p.stderr.strip().splitlines()[-1])
-    scored = [json.loads(line) for line in (out / "strength.jsonl").read_text().splitlines()]
+    c = subprocess.run([sys.executable, "-m", "rlhfkit", "clean", str(strength_path), "--flip", "--out",
+                        str(out / f"clean-{a.construction}.jsonl")], capture_output=True, text=True, check=True)
+    cl = json.loads(c.stderr.strip().splitlines()[-1])
+    cleaned = [json.loads(line) for line in (out / f"clean-{a.construction}.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in strength_path.read_text().splitlines()]
     original = [r for r in scored if not r["noisy"]]
     result = {"pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
-              "ensemble": "two-stage (heads on a fine-tuned RM)" if a.two_stage else "one-stage (heads on frozen backbone)",
-              "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
+              "construction": a.construction, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
+              "seconds": s.get("seconds"), "noise_rate_estimate": s.get("noise_rate_estimate"),
+              "default_flip_precision": cl["flip_quality"]["precision"], "default_flip_recall": cl["flip_quality"]["recall"],
+              "default_flips": cl["flip_quality"]["flipped"],
+              "fraction_original_flipped": sum(r["clean_action"] == "flip" for r in cleaned if not r["noisy"]) / len(original),
               "fraction_original_mean_below_0": sum(r["strength_mean"] < 0 for r in original) / len(original),
               "fraction_all_mean_below_0": s["fraction_mean_below_0"]}
-    (out / "result.json").write_text(json.dumps(result, indent=1))
+    (out / f"result-{a.construction}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

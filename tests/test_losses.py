@@ -102,3 +102,15 @@ def test_metarm_difference_score():
     g0 = 2 / 9 * (sig(1) + sig(3) + sig(2))
     g1 = 2 / 4 * sig(0)
     assert losses.difference_score(rewards, group, 2).item() == pytest.approx((g0 + g1) / 2)
+
+
+def test_robust_loss_is_unbiased_under_random_flips():
+    """Observed labels flipped with probability ε: E[ℓ̃] over the flip equals the clean loss ℓ(Δ)."""
+    delta = torch.tensor([-2.0, -0.3, 0.0, 0.7, 3.0], dtype=torch.float64)
+    for eps in (0.0, 0.1, 0.2, 0.4):
+        expected = (1 - eps) * losses.robust_pair_loss(delta, eps) + eps * losses.robust_pair_loss(-delta, eps)
+        assert torch.allclose(expected, losses.pair_loss(delta))
+    # by hand at ε = 0.2, Δ = 0: [(0.8 − 0.2)·log 2] / 0.6 = log 2
+    assert losses.robust_pair_loss(torch.tensor([0.0]), 0.2).item() == pytest.approx(math.log(2))
+    with pytest.raises(ValueError):
+        losses.robust_pair_loss(delta, 0.5)

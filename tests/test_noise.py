@@ -1,6 +1,5 @@
 """Issue 12: out-of-sample strength, the noise-rate estimate, calibrated P(label wrong), the flip rule."""
 
-import json
 
 import pytest
 import torch

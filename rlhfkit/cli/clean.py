@@ -135,8 +135,11 @@ def clean(
         info["rule"] = rule
         if flipped:
             info["strength_threshold"] = round(max(flipped), 4)
+        left = [1 - p if a == "flip" else p for p, a in zip(p_list, actions) if a != "drop"]
+        info["expected_noise_left"] = round(sum(left) / max(1, len(left)), 4)  # train-rm --noise-rate can take it
         err_console.print(f"estimated noise rate {eps:.1%}; rule: {rule}"
-                          + (f" (here: strength_mean <= {max(flipped):.3f})" if flipped else ""), highlight=False)
+                          + (f" (here: strength_mean <= {max(flipped):.3f})" if flipped else "")
+                          + f"; expected share of wrong labels left {info['expected_noise_left']:.1%}", highlight=False)
     if means and all(v is not None for v in noisy):  # synth's flags: reported, never used to decide
         info["flip_quality"] = flip_quality(actions, noisy)
         q = info["flip_quality"]

@@ -24,6 +24,7 @@ def judge(
     max_retries: int = typer.Option(5, "--max-retries", min=0, metavar="N", help="Retries on 429, 5xx, timeouts and dropped connections."),
     timeout: float = typer.Option(60.0, "--timeout", callback=positive, metavar="X", help="Seconds per request."),
     backoff: float = typer.Option(1.0, "--backoff", min=0, metavar="X", help="First back-off wait in seconds, doubled on each retry."),
+    max_tokens: int = typer.Option(1024, "--max-tokens", min=1, metavar="N", help="Longest judge answer, in tokens."),
     cache: str = typer.Option(DEFAULT_CACHE, "--cache", metavar="FILE", help="SQLite cache of answers ('none' to disable)."),
     reward: Optional[str] = typer.Option(None, "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory (reward-model judge)."),
     chat_template: str = typer.Option("auto", "--chat-template", metavar="auto|on|off", help="Reward judge: auto, on or off."),
@@ -97,7 +98,8 @@ def judge(
     if api_key is None and base_url is None:
         raise UsageError(f"no API key: set {api_key_env} (or give --base-url for a local server)")
     settings = JudgeSettings(model=judge_model, base_url=base_url, api_key=api_key, template=template_text,
-                             concurrency=concurrency, max_retries=max_retries, timeout=timeout, backoff=backoff)
+                             concurrency=concurrency, max_retries=max_retries, timeout=timeout, backoff=backoff,
+                             max_tokens=max_tokens)
     items = [(question_text(x), as_text(x.response), as_text(y.response)) for x, y in pairs]
     with task_progress("judge", len(items)) as advance:
         results, usage = run_judge(settings, items, None if cache == "none" else cache, advance)

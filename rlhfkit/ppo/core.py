@@ -74,14 +74,21 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages * mask, returns * mask
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, total: torch.Tensor | float | None = None) -> torch.Tensor:
+    """Mean over the real tokens; with ``total``, the sum divided by that token count instead (a
+    process's share of a mean over tokens spread across processes)."""
+    return (x * mask).sum() / (total if total is not None else mask.sum().clamp(min=1))
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """Normalise to zero mean, unit variance over the real tokens."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True,
+           moments: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Normalise to zero mean, unit variance over the real tokens (of every process, when their
+    ``moments`` (mean, variance) are given)."""
+    if moments is not None:
+        mean, var = moments
+    else:
+        mean = masked_mean(x, mask)
+        var = masked_mean((x - mean) ** 2, mask)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -89,22 +96,23 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
 
 
 def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clipped surrogate: mean of max(−A·ρ, −A·clip(ρ, 1±ε)); also the clip fraction and approx-KL."""
+                clip: float = 0.2, total=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped surrogate: mean of max(−A·ρ, −A·clip(ρ, 1±ε)); also the clip fraction and approx-KL
+    (over these tokens). ``total``: the mini-batch's token count over all processes."""
     ratio = (logp - old_logp).exp()
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1 - clip, 1 + clip)
-    loss = masked_mean(torch.max(unclipped, clipped), mask)
+    loss = masked_mean(torch.max(unclipped, clipped), mask, total)
     clip_frac = masked_mean((clipped > unclipped).float(), mask)
     approx_kl = masked_mean(0.5 * (logp - old_logp) ** 2, mask)
     return loss, clip_frac.detach(), approx_kl.detach()
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip: float = 0.2) -> torch.Tensor:
+               clip: float = 0.2, total=None) -> torch.Tensor:
     """Clipped value loss: ½·mean of max((V − R)², (clip(V, V_old ± ε) − R)²)."""
     v_clipped = old_values + (values - old_values).clamp(-clip, clip)
-    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (v_clipped - returns) ** 2), mask, total)
 
 
 class AdaptiveKL:

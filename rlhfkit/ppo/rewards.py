@@ -24,10 +24,12 @@ class RewardSource:
 
 
 class ModelReward(RewardSource):
-    def __init__(self, directory: str, head: int | None = None, max_length: int | None = None, normalize: bool = False):
+    def __init__(self, directory: str, head: int | None = None, max_length: int | None = None, normalize: bool = False,
+                 dtype=None, device=None):
         from ..scoring import load_scorer
 
-        self.scorer = load_scorer(directory, max_length=max_length)
+        self.scorer = load_scorer(directory, max_length=max_length, dtype=dtype,
+                                  device=str(device) if device is not None else None)
         self.is_ensemble = self.scorer.heads > 1
         if head is not None and not 0 <= head < self.scorer.heads:
             raise UsageError(f"--reward-head {head}: {directory} has {self.scorer.heads} head(s)")
@@ -68,9 +70,9 @@ class FunctionReward(RewardSource):
 
 
 def load_reward(spec: str, head: int | None = None, max_length: int | None = None,
-                normalize: bool = False) -> RewardSource:
+                normalize: bool = False, dtype=None, device=None) -> RewardSource:
     if os.path.isdir(spec):
-        return ModelReward(spec, head, max_length, normalize)
+        return ModelReward(spec, head, max_length, normalize, dtype, device)
     if ":" in spec:
         return FunctionReward(spec)
     raise UsageError(f"--reward {spec!r}: not a reward-model or ensemble directory, nor module:function")

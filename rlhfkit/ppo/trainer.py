@@ -3,29 +3,35 @@
 Each step: sample prompts → generate responses (KV cache) → score them → per-token log-probs of
 policy and reference, values → per-token rewards r_t = −β·pen_t (+ clipped score at the end) →
 GAE → a few epochs of clipped policy and value updates on mini-batches.
+
+Distribution stays at the edges (accelerate: one CPU, one GPU, DDP/FSDP/DeepSpeed under
+``accelerate launch`` or ``torchrun``): ``--batch-size`` and ``--mini-batch-size`` are global; each
+process generates and scores its contiguous share of the batch; statistics that span the batch
+(reward, KL, advantage whitening, the token count a mini-batch's loss is averaged over) are summed
+over processes, so N processes compute the same update as one. Every row samples from its own
+seeded stream, so the rollouts do not depend on the process count either.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from .. import __version__
 from .. import checkpoint as ckpt
 from ..io import UsageError
-from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype, write_meta
-from . import core
-from .policy import Critic, ValueHead, encode_prompts, forward_response, generate
+from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype
+from . import core, state
+from .state import run_identity
+from .policy import ActorCritic, Critic, ValueHead, encode_prompts, forward_response, generate
 from .rewards import RewardSource, load_reward
 
 
@@ -66,6 +72,9 @@ class PPOConfig:
     resume: bool = False
     seed: int = 0
     dtype: str = "auto"
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
 
 
 def check_config(cfg: PPOConfig) -> None:
@@ -77,6 +86,8 @@ def check_config(cfg: PPOConfig) -> None:
         raise UsageError("--batch-size must be a multiple of --mini-batch-size")
     if cfg.regularizer == "cpm" and not 0 < cfg.alpha < 1:
         raise UsageError(f"--alpha must lie in (0, 1), got {cfg.alpha}")
+    if cfg.lora and cfg.critic != "shared":
+        raise UsageError("--lora trains adapters and a value head on the one policy: use --critic shared")
 
 
 @contextmanager
@@ -87,48 +98,80 @@ def _timer(timings: dict, name: str):
 
 
 class PPOTrainer:
-    """Holds the models and optimiser; ``step`` runs one PPO iteration on a batch of prompts."""
+    """Holds the models and optimiser; ``step`` runs one PPO iteration on a global batch of prompts."""
 
     def __init__(self, cfg: PPOConfig, reward: RewardSource | None = None):
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+
         check_config(cfg)
         self.cfg = cfg
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        if cfg.batch_size % self.world or cfg.mini_batch_size % self.world:
+            raise UsageError(f"--batch-size {cfg.batch_size} and --mini-batch-size {cfg.mini_batch_size} are global: "
+                             f"each must be a multiple of the {self.world} processes")
+        self.device = self.accelerator.device
+        from ..dist import check_checkpointing
+
+        check_checkpointing(self.accelerator, cfg.save_steps, cfg.resume)
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
-        self.compute_dtype = resolve_dtype(cfg.dtype, self.device)
-        self.reward = reward or load_reward(cfg.reward, cfg.reward_head, normalize=cfg.normalize_reward)
+        self.compute_dtype = resolve_dtype(cfg.dtype, self.device.type)
+        # frozen models (reward, reference, a LoRA policy's base) may be held in the compute dtype
+        self.reward = reward or load_reward(cfg.reward, cfg.reward_head, normalize=cfg.normalize_reward,
+                                            dtype=self.compute_dtype, device=self.device)
         if cfg.regularizer == "var-kl" and not self.reward.is_ensemble:
             raise UsageError("--regularizer var-kl needs an ensemble reward (its spread is σ); "
                              f"{cfg.reward!r} is not one")
         torch.manual_seed(cfg.seed)
         self.tokenizer = load_tokenizer(cfg.policy)
-        self.policy = load_model(cfg.policy, "causal-lm", dtype=torch.float32).to(self.device)
-        disable_dropout(self.policy)  # train-mode forwards must equal the rollout's: ratio 1 at θ_old
-        # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
-        self.ref = copy.deepcopy(self.policy).to(self.compute_dtype).eval()
-        for p in self.ref.parameters():
-            p.requires_grad_(False)
-        hidden = self.policy.config.hidden_size
-        if cfg.critic == "shared":
-            self.value_head: torch.nn.Module = ValueHead(hidden).to(self.device)
-            self.critic = None
-            params = [{"params": self.policy.parameters(), "lr": cfg.lr},
-                      {"params": self.value_head.parameters(), "lr": cfg.critic_lr or cfg.lr}]
+        policy = load_model(cfg.policy, "causal-lm", dtype=self.compute_dtype if cfg.lora else torch.float32)
+        disable_dropout(policy)  # train-mode forwards must equal the rollout's: ratio 1 at θ_old
+        if cfg.lora:  # the reference is the same model with its adapters disabled: no second copy;
+            policy = add_policy_lora(policy, cfg)  # adapters in fp32 over a frozen base in the compute dtype
+            self.ref = None
+        else:  # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
+            self.ref = copy.deepcopy(policy).to(self.device, self.compute_dtype).eval()
+            for p in self.ref.parameters():
+                p.requires_grad_(False)
+        hidden = policy.config.hidden_size
+        value_head = ValueHead(hidden) if cfg.critic == "shared" else None
+        actor = ActorCritic(policy, value_head)
+        groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
+        if value_head is not None:
+            groups.append({"params": list(value_head.parameters()), "lr": cfg.critic_lr or cfg.lr})
+        critic = None
+        if cfg.critic == "separate":
+            critic = self._separate_critic(policy).to(torch.float32)
+            disable_dropout(critic)
+            groups.append({"params": list(critic.parameters()), "lr": cfg.critic_lr or cfg.lr})
+        optimizer = torch.optim.AdamW(groups, eps=1e-5)
+        if critic is not None:
+            self.actor, self.critic, self.optimizer = self.accelerator.prepare(actor, critic, optimizer)
         else:
-            self.value_head = None
-            self.critic = self._separate_critic().to(self.device, torch.float32)
-            disable_dropout(self.critic)
-            params = [{"params": self.policy.parameters(), "lr": cfg.lr},
-                      {"params": self.critic.parameters(), "lr": cfg.critic_lr or cfg.lr}]
-        self.optimizer = torch.optim.AdamW(params, eps=1e-5)
+            self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
+            self.critic = None
         self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
         self.beta = cfg.beta
 
+    # -------------------------------------------------------------- the models as the loop sees them
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The policy itself (unwrapped from DDP/FSDP), for generation and saving."""
+        return self.accelerator.unwrap_model(self.actor).policy
+
+    @property
+    def value_head(self) -> torch.nn.Module | None:
+        return self.accelerator.unwrap_model(self.actor).value_head
+
     def autocast(self):
         """bf16/fp16 compute over fp32 weights; a no-op in fp32."""
-        return torch.autocast(self.device, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
+        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
 
-    def _separate_critic(self) -> Critic:
+    def _separate_critic(self, policy) -> Critic:
         """A critic initialised from the reward model when it is a decoder (values must not see later
         tokens) that reads the policy's tokens (same vocabulary): its body and score head become the
         value model. Otherwise a copy of the policy."""
@@ -148,157 +191,191 @@ class PPOTrainer:
                         critic.head.linear.bias.copy_(rm.score.bias)
                 critic.initialised_from = rm_dir
                 return critic
-        critic = Critic(copy.deepcopy(self.policy))
+        critic = Critic(copy.deepcopy(policy))
         critic.initialised_from = self.cfg.policy
         return critic
 
-    # -------------------------------------------------------------- pieces, each timed by the benchmark
+    def reference_logp(self, *args) -> torch.Tensor:
+        """log π_ref of the response tokens: the frozen copy, or (LoRA) the policy with adapters off."""
+        if self.ref is not None:
+            return forward_response(self.ref, *args, self.cfg.temperature)[0]
+        with self.policy.disable_adapter():
+            return forward_response(self.policy, *args, self.cfg.temperature)[0]
 
-    def values(self, prompt_ids, prompt_mask, response, mask, grad: bool):
-        """Per-token values (and the policy's log-probs and entropy when the value head is shared)."""
-        with torch.set_grad_enabled(grad):
-            if self.critic is not None:
-                return None, self.critic(prompt_ids, prompt_mask, response, mask).float(), None
-            logp, values, entropy = forward_response(self.policy, prompt_ids, prompt_mask, response, mask,
-                                                     self.cfg.temperature, self.value_head, with_entropy=True)
-            return logp, values, entropy
+    # -------------------------------------------------------------- across processes
 
-    def rollout(self, prompts: Sequence[Any], timings: dict | None = None) -> dict:
-        """Generate, score and evaluate one batch; everything the update needs, without gradients."""
+    def total(self, *values: float) -> list[float]:
+        """Sums over every process (the values themselves with one process)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            t = self.accelerator.reduce(t, "sum")
+        return t.tolist()
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """Every process's rows of ``t`` in process order (each process holds a contiguous share)."""
+        return self.accelerator.gather(t.contiguous()) if self.world > 1 else t
+
+    # -------------------------------------------------------------- one iteration
+
+    def rollout(self, prompts: Sequence[Any], row_seeds: Sequence[int], timings: dict | None = None) -> dict:
+        """Generate, score and evaluate this process's rows; everything the update needs, no gradients."""
         cfg, t = self.cfg, timings if timings is not None else {}
-        self.policy.eval()
+        self.actor.eval()
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_length, self.device)
-        with _timer(t, "generate"), self.autocast():
+        with _timer(t, "generate"), self.autocast(), gathered_for_generation(self.accelerator, self.actor):
             response, mask = generate(self.policy, self.tokenizer, prompt_ids, prompt_mask, cfg.max_new_tokens,
-                                      cfg.temperature, cfg.top_p)
+                                      cfg.temperature, cfg.top_p, row_seeds=row_seeds)
         texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)  # generate() padded after EOS
         with _timer(t, "reward"):
             score, sigma = self.reward(prompts, texts)
+        args = (prompt_ids, prompt_mask, response, mask)
         with torch.no_grad(), self.autocast():
             with _timer(t, "policy_forward"):
-                logp, values, entropy = self.values(prompt_ids, prompt_mask, response, mask, grad=False)
-                if logp is None:  # separate critic: the policy's log-probs come from their own pass
-                    logp, _, entropy = forward_response(self.policy, prompt_ids, prompt_mask, response, mask,
-                                                        cfg.temperature, with_entropy=True)
+                logp, values, entropy = self.accelerator.unwrap_model(self.actor)(*args, cfg.temperature, with_entropy=True)
+                if self.critic is not None:
+                    values = self.accelerator.unwrap_model(self.critic)(*args).float()
             with _timer(t, "ref_forward"):
-                ref_logp, _, _ = forward_response(self.ref, prompt_ids, prompt_mask, response, mask, cfg.temperature)
+                ref_logp = self.reference_logp(*args)
         score = score.to(self.device).float() * cfg.reward_scale
         sigma = sigma.to(self.device).float() if sigma is not None else None
         maskf = mask.float()
         pen = core.penalty(cfg.regularizer, logp, ref_logp, alpha=cfg.alpha, sigma=sigma, power=cfg.variance_power)
         rewards = core.token_rewards(score, pen, maskf, self.beta, cfg.score_clip)
         advantages, returns = core.gae(rewards, values, maskf, cfg.gamma, cfg.lam)
-        advantages = core.whiten(advantages, maskf)
+        # whitened over the whole batch, every process's tokens
+        n_tok, adv_sum = self.total(float(maskf.sum()), float((advantages * maskf).sum()))
+        mean = adv_sum / max(n_tok, 1.0)
+        (sq,) = self.total(float((((advantages - mean) * maskf) ** 2).sum()))
+        advantages = core.whiten(advantages, maskf, moments=(torch.tensor(mean), torch.tensor(sq / max(n_tok, 1.0))))
         lengths = maskf.sum(-1)
+        all_scores = self.gather(score)
+        n_rows = len(all_scores)
+        kl_sum, ent_sum, ppl_sum, len_sum = self.total(
+            float(((logp - ref_logp) * maskf).sum()), float((entropy * maskf).sum()),
+            float(torch.exp(-(logp * maskf).sum(-1) / lengths.clamp(min=1)).sum()), float(lengths.sum()))
         stats = {
-            "reward_mean": score.mean().item(), "reward_std": score.std().item() if len(score) > 1 else 0.0,
-            "kl": ((logp - ref_logp) * maskf).sum(-1).mean().item(),
-            "entropy": core.masked_mean(entropy, maskf).item(),
-            "perplexity": torch.exp(-(logp * maskf).sum(-1) / lengths).mean().item(),
-            "response_length": lengths.mean().item(), "beta": self.beta,
+            "reward_mean": all_scores.mean().item(), "reward_std": all_scores.std().item() if n_rows > 1 else 0.0,
+            "kl": kl_sum / n_rows, "entropy": ent_sum / max(n_tok, 1.0), "perplexity": ppl_sum / n_rows,
+            "response_length": len_sum / n_rows, "beta": self.beta,
         }
         if sigma is not None:
-            stats["reward_sigma_mean"] = sigma.mean().item()
+            stats["reward_sigma_mean"] = self.gather(sigma).mean().item()
         return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "response": response, "mask": maskf,
                 "logp": logp, "values": values, "advantages": advantages, "returns": returns, "texts": texts,
-                "score": score, "stats": stats}
+                "score": score, "all_lengths": self.gather(lengths), "stats": stats}
 
-    def update(self, batch: dict, timings: dict | None = None) -> dict:
-        """PPO epochs over shuffled mini-batches; returns the mean losses and diagnostics."""
+    def update(self, batch: dict, step: int, timings: dict | None = None) -> dict:
+        """PPO epochs over mini-batches of the global batch. A mini-batch is a seeded draw of global
+        rows; each process works on the rows it holds, its loss divided by the mini-batch's token
+        count over all processes (and multiplied by the process count, which DDP divides back), so
+        the summed gradient is exactly the one-process gradient."""
         cfg = self.cfg
-        self.policy.train()
-        n = len(batch["response"])
-        agg: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}
+        self.actor.train()
+        if self.critic is not None:
+            self.critic.train()
+        local = len(batch["response"])
+        first = self.rank * local  # this process holds global rows first .. first + local - 1
+        lengths = batch["all_lengths"]
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_tokens": 0.0, "kl_tokens": 0.0, "tokens": 0.0}
+        n_minibatches = 0
         with _timer(timings if timings is not None else {}, "update"):
-            for _ in range(cfg.ppo_epochs):
-                for idx in torch.randperm(n).split(cfg.mini_batch_size):
-                    args = (batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["response"][idx],
-                            batch["mask"][idx].long())
+            for epoch in range(cfg.ppo_epochs):
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + epoch)
+                order = torch.randperm(len(lengths), generator=g)
+                for rows in order.split(cfg.mini_batch_size):
+                    mine = [int(r) - first for r in rows if first <= int(r) < first + local]
+                    n_tokens = float(lengths[rows].sum().clamp(min=1))
+                    weight = 1.0 if mine else 0.0  # a process with no rows here still joins the gradient sync
+                    idx = torch.tensor(mine or [0], device=self.device)
+                    m = batch["mask"][idx] * weight
+                    args = (batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["response"][idx], m.long())
                     with self.autocast():
-                        logp, values, _ = self.values(*args, grad=True)
-                        if logp is None:
-                            logp, _, _ = forward_response(self.policy, *args, cfg.temperature)
-                    m = batch["mask"][idx]
-                    pg, clip_frac, approx_kl = core.policy_loss(logp, batch["logp"][idx], batch["advantages"][idx], m, cfg.clip)
-                    vf = core.value_loss(values, batch["values"][idx], batch["returns"][idx], m, cfg.value_clip)
-                    loss = pg + cfg.vf_coef * vf
+                        logp, values, _ = self.actor(*args, cfg.temperature)
+                        if self.critic is not None:
+                            values = self.critic(*args).float()
+                    pg, clip_frac, approx_kl = core.policy_loss(logp, batch["logp"][idx], batch["advantages"][idx], m,
+                                                                cfg.clip, total=n_tokens)
+                    vf = core.value_loss(values, batch["values"][idx], batch["returns"][idx], m, cfg.value_clip,
+                                         total=n_tokens)
+                    loss = (pg + cfg.vf_coef * vf) * self.world
                     self.optimizer.zero_grad()
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                                   cfg.max_grad_norm)
+                    self.accelerator.backward(loss)
+                    self.accelerator.clip_grad_norm_([p for grp in self.optimizer.param_groups for p in grp["params"]],
+                                                     cfg.max_grad_norm)
                     self.optimizer.step()
-                    for k, v in (("policy_loss", pg), ("value_loss", vf), ("clip_fraction", clip_frac), ("approx_kl", approx_kl)):
-                        agg[k].append(v.item())
-        return {k: sum(v) / len(v) for k, v in agg.items()}
+                    local_tokens = float(m.sum())
+                    sums["policy_loss"] += pg.item()
+                    sums["value_loss"] += vf.item()
+                    sums["clip_tokens"] += clip_frac.item() * local_tokens
+                    sums["kl_tokens"] += approx_kl.item() * local_tokens
+                    sums["tokens"] += local_tokens
+                    n_minibatches += 1
+        pg_sum, vf_sum, clip_sum, kl_sum, tok_sum = self.total(*sums.values())
+        return {"policy_loss": pg_sum / n_minibatches, "value_loss": vf_sum / n_minibatches,
+                "clip_fraction": clip_sum / max(tok_sum, 1.0), "approx_kl": kl_sum / max(tok_sum, 1.0)}
 
-    def step(self, prompts: Sequence[Any], timings: dict | None = None) -> tuple[dict, dict]:
-        batch = self.rollout(prompts, timings)
-        stats = {**batch["stats"], **self.update(batch, timings)}
+    def step(self, prompts: Sequence[Any], step: int = 1, timings: dict | None = None) -> tuple[dict, dict]:
+        """One iteration on the global batch ``prompts`` (every process passes the same list)."""
+        share = len(prompts) // self.world
+        first = self.rank * share
+        seeds = [row_seed(self.cfg.seed, step, first + i) for i in range(share)]
+        batch = self.rollout(list(prompts[first : first + share]), seeds, timings)
+        stats = {**batch["stats"], **self.update(batch, step, timings)}
         if self.kl_ctl is not None:
             self.beta = self.kl_ctl.update(stats["kl"], len(prompts))
+        batch["prompts"] = list(prompts[first : first + share])
         return stats, batch
 
-    # -------------------------------------------------------------- state
+    # -------------------------------------------------------------- state (rlhfkit/ppo/state.py)
 
     def save_policy(self, directory: str, extra: dict | None = None) -> None:
-        d = Path(directory)
-        tmp = d / ".policy-tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        self.policy.save_pretrained(tmp, safe_serialization=True)
-        self.tokenizer.save_pretrained(tmp)
-        write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": self.cfg.policy,
-                              "config": asdict(self.cfg), **(extra or {})})
-        for f in tmp.iterdir():
-            os.replace(f, d / f.name)
-        tmp.rmdir()
+        state.save_policy(self, directory, extra)
 
     def save_checkpoint(self, step: int, identity: dict) -> None:
-        """policy/ (safetensors), state.pt (tensors only: optimizer, value model), JSON for the rest."""
-        root = Path(self.cfg.out) / "checkpoints"
-        tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        self.policy.save_pretrained(tmp / "policy", safe_serialization=True)
-        torch.save({"optimizer": self.optimizer.state_dict(), "value": (self.value_head or self.critic).state_dict()},
-                   tmp / "state.pt")
-        ckpt.save_rng(tmp)
-        # β as JSON: a float64 that the adaptive controller continues exactly
-        ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "beta": self.beta, "identity": identity})
-        ckpt.publish(tmp, final, keep=2)
+        state.save_checkpoint(self, step, identity)
 
     def load_checkpoint(self, identity: dict) -> int:
-        found = ckpt.list_checkpoints(Path(self.cfg.out) / "checkpoints")
-        if not found:
-            return 0
-        last = found[-1]
-        from safetensors.torch import load_file
-
-        meta = ckpt.read_json(last / ckpt.STATE_FILE)
-        ckpt.check_identity(meta.get("identity"), identity, last)
-        weights = load_file(str(last / "policy" / "model.safetensors"))
-        self.policy.load_state_dict(weights, strict=False)
-        state = ckpt.load_tensors(last / "state.pt")
-        self.optimizer.load_state_dict(state["optimizer"])
-        (self.value_head or self.critic).load_state_dict(state["value"])
-        ckpt.load_rng(last)
-        self.beta = float(meta["beta"])
-        if self.kl_ctl is not None:
-            self.kl_ctl.beta = self.beta
-        return int(meta["step"])
+        return state.load_checkpoint(self, identity)
 
 
-IDENTITY_IGNORES = {"out", "resume", "steps", "save_steps", "sample_steps", "dtype"}
+def add_policy_lora(policy, cfg: PPOConfig):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        raise UsageError("--lora needs the 'peft' package: pip install 'rlhfkit[lora]'") from None
+    config = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                        target_modules="all-linear")
+    model = get_peft_model(policy, config, autocast_adapter_dtype=True)
+    for p in model.parameters():  # trainable weights are fp32 masters whatever the base's dtype
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model
 
 
-def run_identity(cfg: PPOConfig, prompts: Sequence[Any]) -> dict:
-    """What a checkpoint must share with the run that resumes it: the prompts and every setting that
-    shapes the policy (more --steps may continue a run; logging, saving and precision may change)."""
-    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
-    blob = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False).encode("utf-8")
-    identity["prompts_fingerprint"] = hashlib.sha256(blob).hexdigest()[:16]
-    return identity
+def row_seed(seed: int, step: int, row: int) -> int:
+    """The sampling stream of global row ``row`` at ``step``: the same with one process or many."""
+    return (seed * 1_000_003 + step) * 65_537 + row
+
+
+@contextmanager
+def gathered_for_generation(accelerator, model):
+    """Full weights for generation when they are sharded (FSDP, DeepSpeed ZeRO-3); nothing otherwise.
+    (GPU-only paths, see docs/scaling.md.)"""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
+            yield
+    elif kind == DistributedType.DEEPSPEED and getattr(accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield
+    else:
+        yield
 
 
 def prompt_batches(n_prompts: int, batch_size: int, seed: int):
@@ -315,41 +392,59 @@ def prompt_batches(n_prompts: int, batch_size: int, seed: int):
 
 
 def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> dict:
-    """Run PPO for ``cfg.steps`` iterations; write the policy, log.jsonl and samples.jsonl to ``cfg.out``."""
+    """Run PPO for ``cfg.steps`` iterations; write the policy, log.jsonl and samples.jsonl to ``cfg.out``
+    (the main process writes; every process runs the same loop on its share of each batch)."""
+    from accelerate.utils import gather_object
+
     from ..progress import task_progress
+
+    from ..dist import warn_single_cpu_launch
 
     if not prompts:
         raise UsageError("no prompts")
+    warn_single_cpu_launch()
     trainer = PPOTrainer(cfg)
+    main = trainer.accelerator.is_main_process
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(cfg, prompts)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    trainer.accelerator.wait_for_everyone()
     start = trainer.load_checkpoint(identity) if cfg.resume else 0
-    if not cfg.resume and (out / "checkpoints").exists():  # a new run replaces the old run's checkpoints
-        shutil.rmtree(out / "checkpoints")
     log_path, samples_path = out / "log.jsonl", out / "samples.jsonl"
-    for path in (log_path, samples_path):
-        ckpt.rewrite_log(path, start)
+    if main:
+        if not cfg.resume and (out / "checkpoints").exists():  # a new run replaces the old run's checkpoints
+            shutil.rmtree(out / "checkpoints")
+        for path in (log_path, samples_path):
+            ckpt.rewrite_log(path, start)
     batches = prompt_batches(len(prompts), cfg.batch_size, cfg.seed)
     for _ in range(start):
         next(batches)
     stats: dict = {}
-    with task_progress("ppo", cfg.steps, completed=start, enabled=progress) as advance:
+    with task_progress("ppo", cfg.steps, completed=start, enabled=progress and main) as advance:
         for step in range(start + 1, cfg.steps + 1):
-            idx = next(batches)
-            batch_prompts = [prompts[i] for i in idx]
+            batch_prompts = [prompts[i] for i in next(batches)]
             timings: dict = {}
             t0 = time.perf_counter()
-            stats, batch = trainer.step(batch_prompts, timings)
-            stats = {"step": step, **stats, "seconds": time.perf_counter() - t0}
-            with log_path.open("a") as fh:
-                fh.write(json.dumps(stats) + "\n")
+            stats, batch = trainer.step(batch_prompts, step, timings)
+            stats = {"step": step, **stats, "seconds": time.perf_counter() - t0,
+                     **{f"seconds_{k}": round(v, 4) for k, v in timings.items()}}
             if cfg.sample_steps and (step % cfg.sample_steps == 0 or step == 1):
-                with samples_path.open("a") as fh:
-                    for p, r, s in zip(batch_prompts, batch["texts"], batch["score"].tolist()):
-                        fh.write(json.dumps({"step": step, "prompt": p, "response": r, "reward": s}, ensure_ascii=False) + "\n")
+                rows = [{"step": step, "prompt": p, "response": r, "reward": s}
+                        for p, r, s in zip(batch["prompts"], batch["texts"], batch["score"].tolist())]
+                rows = gather_object(rows) if trainer.world > 1 else rows
+                if main:
+                    with samples_path.open("a") as fh:
+                        fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            if main:
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(stats, allow_nan=False) + "\n")
             if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
                 trainer.save_checkpoint(step, identity)
             advance(1, reward=stats["reward_mean"], kl=stats["kl"])
     trainer.save_policy(cfg.out, {"final_stats": stats})
-    return {"steps": cfg.steps, **{k: v for k, v in stats.items() if k in ("reward_mean", "kl", "entropy", "response_length")}}
+    from ..dist import finish
+
+    finish()
+    return {"steps": cfg.steps, "world_size": trainer.world,
+            **{k: v for k, v in stats.items() if k in ("reward_mean", "kl", "entropy", "response_length")}}

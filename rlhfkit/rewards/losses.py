@@ -25,6 +25,21 @@ def pair_loss(delta: torch.Tensor, margin: torch.Tensor | None = None, label: to
     return -(label * F.logsigmoid(z) + (1 - label) * F.logsigmoid(-z))
 
 
+def robust_pair_loss(delta: torch.Tensor, noise_rate: float, label: torch.Tensor | None = None) -> torch.Tensor:
+    """The unbiased Bradley–Terry loss under labels flipped at random with rate ε (Chowdhury, Kini &
+    Natarajan, Provably Robust DPO, ICML 2024), per pair:
+
+        ℓ̃(Δ) = [(1 − ε)·ℓ(Δ) − ε·ℓ(−Δ)] / (1 − 2ε),   ℓ(Δ) = −log σ(Δ)  (soft labels: ℓ = pair_loss)
+
+    Its expectation over the random flips is the clean-label loss, for any ε < 1/2.
+    """
+    if not 0 <= noise_rate < 0.5:
+        raise ValueError(f"the noise rate must lie in [0, 0.5), got {noise_rate}")
+    given = pair_loss(delta, label=label)
+    flipped = pair_loss(-delta, label=label)
+    return ((1 - noise_rate) * given - noise_rate * flipped) / (1 - 2 * noise_rate)
+
+
 # ---------------------------------------------------------------- ranking utilities (Reward Collapse)
 
 def utility_loss(delta: torch.Tensor, utility: str, eps: float = EPS_UTILITY) -> torch.Tensor:

@@ -43,6 +43,7 @@ class TrainConfig:
     loss: str = "bt"  # bt (pairs: margin and soft labels included) | ranking
     margin_scale: float = 1.0
     label_smoothing: float = 0.0
+    noise_rate: float = 0.0  # > 0: the unbiased loss under random label flips at this rate
     utility: str = "x"
     open_utility: str = "x_inv"
     closed_utility: str = "x"
@@ -90,6 +91,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError("--contrastive-features must be 'pair' or 'diff'")
     if cfg.contrastive and cfg.loss != "bt":
         raise UsageError("--contrastive works with pair records (--loss bt)")
+    if not 0 <= cfg.noise_rate < 0.5:
+        raise UsageError(f"--noise-rate must lie in [0, 0.5), got {cfg.noise_rate}")
+    if cfg.noise_rate > 0 and cfg.loss != "bt":
+        raise UsageError("--noise-rate applies to pair records (--loss bt)")
     if not 0 <= cfg.label_smoothing < 0.5:
         raise UsageError(f"--label-smoothing must lie in [0, 0.5), got {cfg.label_smoothing}")
     if cfg.batch_size < 1 or cfg.grad_accum < 1:
@@ -150,7 +155,10 @@ def pair_batch_loss(module: nn.Module, data: PairData, idx: list[int], cfg: Trai
     ids, mask = pad_batch(seqs, pad_id, device)
     rewards, cl_loss = module(ids, mask, n_pairs=len(idx))
     delta = rewards[: len(idx)] - rewards[len(idx):]
-    loss = losses.pair_loss(delta, data.margin[idx].to(device), data.label[idx].to(device)).mean()
+    if cfg.noise_rate > 0:
+        loss = losses.robust_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
+    else:
+        loss = losses.pair_loss(delta, data.margin[idx].to(device), data.label[idx].to(device)).mean()
     if cl_loss is not None:
         weight = cfg.contrastive_weight
         if weight is None:
@@ -221,10 +229,14 @@ def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: st
                        eval_examples: Sequence[Example] | None = None,
                        meta_examples: Sequence[Example] | None = None, progress: bool = True) -> dict:
     """Train, write the model directory to ``cfg.out`` and return the run's summary."""
+    from ..dist import finish, warn_single_cpu_launch
+
+    warn_single_cpu_launch()
     fitted = fit_reward_model(cfg, examples, source, eval_examples, meta_examples, progress)
     summary = dict(fitted.summary)
     if fitted.is_main:
         summary.update(save_reward_model(fitted, cfg, examples))
+    finish()
     return summary
 
 
@@ -282,6 +294,10 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     device = accelerator.device
     pad_id = tok.pad_token_id
     main = accelerator.is_main_process
+    if cfg.out:
+        from ..dist import check_checkpointing
+
+        check_checkpointing(accelerator, cfg.save_steps, cfg.resume)
 
     step = 0
     log_path = Path(cfg.out) / "log.jsonl" if cfg.out else None

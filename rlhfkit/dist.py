@@ -1,0 +1,38 @@
+"""The few things every multi-process run needs besides accelerate itself."""
+
+from __future__ import annotations
+
+import os
+
+
+def finish() -> None:
+    """Wait for every process, then close the process group: a process that leaves while another
+    still writes its outputs would otherwise abort (gloo) and fail the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def warn_single_cpu_launch() -> None:
+    """`accelerate launch --cpu --num_processes N` starts ONE process unless given an MPI hostfile;
+    say so instead of quietly training alone."""
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "WORLD_SIZE" not in os.environ:
+        from .progress import note
+
+        note("rlhfkit: note: `accelerate launch --cpu` runs a single process; for several CPU processes use "
+             "`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml` or `torchrun --nproc_per_node N`")
+
+
+def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
+    """rlhfkit's checkpoints (tensors and JSON, no pickles) hold whole, unsharded state; under FSDP or
+    DeepSpeed each process holds a shard, so checkpointing there is refused rather than half-done."""
+    from accelerate.utils import DistributedType
+
+    from .io import UsageError
+
+    if (save_steps or resume) and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise UsageError(f"checkpoints under {accelerator.distributed_type.value}: rlhfkit's tensors-only checkpoints "
+                         "hold unsharded state, so --save-steps/--resume work with one process or DDP; "
+                         "run sharded engines with --save-steps 0")

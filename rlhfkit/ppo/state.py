@@ -1,0 +1,106 @@
+"""Where a PPO run is kept: the policy directory and checkpoints (tensors and JSON only, with the
+run's identity), written by the main process and resumable at any process count."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import __version__
+from .. import checkpoint as ckpt
+from ..io import UsageError
+from ..models import write_meta
+
+
+IDENTITY_IGNORES = {"out", "resume", "steps", "save_steps", "sample_steps", "dtype"}
+
+
+def run_identity(cfg, prompts: Sequence[Any]) -> dict:
+    """What a checkpoint must share with the run that resumes it: the prompts and every setting that
+    shapes the policy (more --steps may continue a run; logging, saving and precision may change)."""
+    identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
+    blob = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    identity["prompts_fingerprint"] = hashlib.sha256(blob).hexdigest()[:16]
+    return identity
+
+
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights a run changes (all of them, or adapters and value head under LoRA), by name."""
+    return {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
+
+
+
+
+def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
+    """The policy directory (adapters merged under --lora); main process only."""
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:
+        return
+    d = Path(directory)
+    tmp = d / ".policy-tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    policy = trainer.policy
+    if trainer.cfg.lora:
+        policy = policy.merge_and_unload()
+    policy.save_pretrained(tmp, safe_serialization=True)
+    trainer.tokenizer.save_pretrained(tmp)
+    write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": trainer.cfg.policy,
+                          "config": asdict(trainer.cfg), "world_size": trainer.world, **(extra or {})})
+    for f in tmp.iterdir():
+        os.replace(f, d / f.name)
+    tmp.rmdir()
+
+def save_checkpoint(trainer, step: int, identity: dict) -> None:
+    """trainable.safetensors (policy weights or adapters, value head), critic.safetensors,
+    optimizer.pt (tensors only), JSON for the rest; written by the main process."""
+    from safetensors.torch import save_file
+
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        root = Path(trainer.cfg.out) / "checkpoints"
+        tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(trainer.accelerator.unwrap_model(trainer.actor)), str(tmp / "trainable.safetensors"))
+        if trainer.critic is not None:
+            save_file(trainable_state(trainer.accelerator.unwrap_model(trainer.critic)), str(tmp / "critic.safetensors"))
+        torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+        # β as JSON: a float64 that the adaptive controller continues exactly
+        ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "beta": trainer.beta, "identity": identity,
+                                                "world_size": trainer.world})
+        ckpt.publish(tmp, final, keep=2)
+    trainer.accelerator.wait_for_everyone()
+
+def load_checkpoint(trainer, identity: dict) -> int:
+    """Continue from the newest checkpoint of this run, at any process count (rollouts and mini-batches
+    are functions of (seed, step), not of the processes' random state)."""
+    from safetensors.torch import load_file
+
+    found = ckpt.list_checkpoints(Path(trainer.cfg.out) / "checkpoints")
+    if not found:
+        return 0
+    last = found[-1]
+    meta = ckpt.read_json(last / ckpt.STATE_FILE)
+    ckpt.check_identity(meta.get("identity"), identity, last)
+    if not (last / "trainable.safetensors").exists():
+        raise UsageError(f"{last}: written by an older rlhfkit (no trainable.safetensors); start a new run")
+    trainer.accelerator.unwrap_model(trainer.actor).load_state_dict(load_file(str(last / "trainable.safetensors")),
+                                                              strict=False)
+    if trainer.critic is not None:
+        trainer.accelerator.unwrap_model(trainer.critic).load_state_dict(load_file(str(last / "critic.safetensors")))
+    trainer.optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
+    trainer.beta = float(meta["beta"])
+    if trainer.kl_ctl is not None:
+        trainer.kl_ctl.beta = trainer.beta
+    return int(meta["step"])
+
+
