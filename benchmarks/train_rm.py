@@ -123,15 +123,23 @@ def whole_process(args) -> None:
     from rlhfkit.models import resolve
     from rlhfkit.records import parse_record
 
+    from rlhfkit.models import load_tokenizer
+    from rlhfkit.rewards.model import render
+
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
     if not shared.exists():
         raise SystemExit(f"{shared} not found (it lies beside the project's checkout)")
     tmp = Path(tempfile.mkdtemp())
+    tok = load_tokenizer(args.model)
     rows = []
     with gzip.open(shared, "rt") as fh:
         for line in fh:
             ex = parse_record(json.loads(line))
-            if ex.prompt:  # TRL's explicit-prompt format: prompt / chosen / rejected strings
+            # pairs that fit in --max-length as both trainers tokenise them: TRL's RewardTrainer silently
+            # drops longer pairs (rlhfkit truncates), so longer pairs would give the two different data
+            fits = all(len(tok(render(tok, ex.prompt, r))["input_ids"]) <= args.max_length - 2 and
+                       len(tok(ex.prompt + r)["input_ids"]) <= args.max_length - 2 for r in (ex.chosen, ex.rejected))
+            if ex.prompt and fits:  # TRL's explicit-prompt format: prompt / chosen / rejected strings
                 rows.append({"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected})
             if len(rows) == args.pairs:
                 break

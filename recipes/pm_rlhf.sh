@@ -4,7 +4,11 @@
 # grid beta in {0.1, 0.5, 1}, alpha in {0.1, 0.3, 0.5}; PM divergence and generation metrics.
 # Paper settings: OPT-1.3B (and Llama-2-7B) on full-hh-rlhf, PPO lr 1e-6, top-p 0.9, temperature 1,
 # prompt and answer <= 256 tokens; rewards used as r/beta.
-# Hardware: 8x A100 for OPT-1.3B in the paper; on one 80 GB GPU ~1 hour per PPO run (12 runs).
+# Hardware: 8x A100 for OPT-1.3B in the paper. One 80 GB GPU holds an OPT-1.3B run (docs/scaling.md:
+# ~30 GB + activations). Time per PPO run is ESTIMATED, not measured (no GPU this round): ~1.5-2 hours
+# (500 steps x 10-15 s: 256 decode steps of a 1.3B model at batch 64 with HF generate, ~20-30 ms each,
+# plus 4 epochs of 8 mini-batches of 8 x 512 tokens); 12 runs, about a day. Measure it with
+# `python benchmarks/ppo.py --policy facebook/opt-1.3b --batch-size 64 --max-new-tokens 256` (seconds_* per phase).
 #   bash recipes/pm_rlhf.sh                    DRY_RUN=1 bash recipes/pm_rlhf.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"

@@ -264,3 +264,33 @@ def test_bad_inputs_exit_2(tmp_path, pairs):
     assert r.exit_code == 2 and "is not a reward model" in r.stderr
     r = cli("score", train, "--reward", tmp_path / "nothing")
     assert r.exit_code == 2 and "no such directory" in r.stderr
+
+
+def test_length_chunks_minimise_padding_and_change_no_reward():
+    import itertools
+
+    from rlhfkit.rewards.model import length_chunks
+
+    lengths = [5, 40, 7, 60, 33, 8, 12, 59]
+
+    def cost(groups, overhead):
+        return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+    for overhead in (0, 10, 100, 10_000):
+        groups = length_chunks(lengths, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        # brute force over every split of the length-sorted rows into contiguous groups
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        best = min(cost([order[a:b] for a, b in zip((0, *cuts), (*cuts, len(order)))], overhead)
+                   for k in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), k))
+        assert cost(groups, overhead) == best
+    assert len(length_chunks(lengths, 10_000)) == 1 and len(length_chunks(lengths, 0)) == len(set(lengths))
+    for name in ("tiny-bert", "tiny-gpt"):
+        rm = RewardModel(load_model(name, "reward")).eval()
+        g = torch.Generator().manual_seed(0)
+        seqs = [torch.randint(0, 250, (n,), generator=g).tolist() for n in lengths]
+        ids, mask = pad_batch(seqs, 256)
+        with torch.no_grad():
+            chunked, _ = rm(ids, mask)
+            whole, _ = rm._forward(ids, mask)
+        assert torch.allclose(chunked, whole, atol=1e-5)

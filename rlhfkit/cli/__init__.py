@@ -80,6 +80,7 @@ def main() -> None:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, _terminate)
+    thread_defaults()
     try:
         code = app(standalone_mode=False)
     except CLICK.UsageError as e:
@@ -96,6 +97,18 @@ def main() -> None:
         sys.stderr.write("rlhfkit: aborted\n")
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def thread_defaults() -> None:
+    """Set once, before torch loads: the tokenizers' own thread pool off (torch's threads do the work;
+    it also keeps forked data workers quiet), and with several processes on one machine each gets its
+    share of the cores instead of all of them (N processes x all cores oversubscribe the CPU).
+    Anything the user set in the environment stays."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if local > 1 and "OMP_NUM_THREADS" not in os.environ:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cores // local))
 
 
 def _terminate(signum, _frame) -> None:

@@ -287,7 +287,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     batches_per_epoch = math.ceil(len(data) / cfg.batch_size)
     total_steps = cfg.max_steps or max(1, math.ceil(batches_per_epoch * cfg.epochs / cfg.grad_accum))
     trainable = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel per step
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     module, optimizer = accelerator.prepare(module, optimizer)
