@@ -53,7 +53,7 @@ def flipped_by_cleanlab(strength_rows: list[dict]) -> list[bool]:
     labels = np.concatenate([np.ones(len(m), int), np.zeros(len(m), int)])
     probs = np.concatenate([np.stack([1 - p, p], 1), np.stack([p, 1 - p], 1)])
     issues = find_label_issues(labels, probs)
-    return list(issues[: len(m)])
+    return [bool(x) for x in issues[: len(m)]]
 
 
 def flip(row: dict) -> dict:

@@ -25,8 +25,10 @@ run rlhfkit score "$OUT/pairs.jsonl" --reward "$OUT/rm" --out "$OUT/scored.jsonl
 # ensembles, strength, cleaning
 run rlhfkit ensemble "$OUT/pairs.jsonl" --model "$ENC" --heads 4 --out "$OUT/ensemble"
 run rlhfkit ensemble --members "$OUT/rm" --members "$OUT/rm-swav" --out "$OUT/members"
-run rlhfkit strength "$OUT/pairs.jsonl" --model "$ENC" --heads 4 --plot "$OUT/strength.png" --out "$OUT/strength.jsonl"
-run rlhfkit clean "$OUT/strength.jsonl" --flip --margin --drop-ambiguous -0.01:0.01 --rejects "$OUT/dropped.jsonl" --out "$OUT/clean.jsonl"
+run rlhfkit strength "$OUT/pairs.jsonl" --model "$ENC" --folds 2 --plot "$OUT/strength.png" --out "$OUT/strength.jsonl"
+run rlhfkit strength "$OUT/pairs.jsonl" --in-sample --model "$ENC" --heads 4 --out "$OUT/strength-in-sample.jsonl"
+run rlhfkit clean "$OUT/strength.jsonl" --flip --margin --rejects "$OUT/dropped.jsonl" --out "$OUT/clean.jsonl"
+run rlhfkit clean "$OUT/strength-in-sample.jsonl" --flip-below 0 --drop-ambiguous -0.01:0.01 --rejects "$OUT/dropped-in-sample.jsonl" --out "$OUT/clean-in-sample.jsonl"
 run rlhfkit train-rm "$OUT/clean.jsonl" --model "$DEC" --out "$OUT/rm-clean" --max-steps 2 --save-steps 0
 
 # policies

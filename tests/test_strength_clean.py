@@ -42,7 +42,7 @@ MEANS = [-1.5, -0.3, 0.05, 0.4, 2.0]
 
 
 def test_flip_below_threshold_and_fraction():
-    assert clean.decide(MEANS, clean.Rules(flip=True)) == ["flip", "flip", "keep", "keep", "keep"]
+    assert clean.decide(MEANS, clean.Rules(flip=True, flip_below=0.0)) == ["flip", "flip", "keep", "keep", "keep"]
     assert clean.decide(MEANS, clean.Rules(flip=True, flip_below=0.1)) == ["flip", "flip", "flip", "keep", "keep"]
     assert clean.decide(MEANS, clean.Rules(flip=True, flip_fraction=0.2)) == ["flip", "keep", "keep", "keep", "keep"]
 
@@ -50,7 +50,8 @@ def test_flip_below_threshold_and_fraction():
 def test_smooth_drop_and_precedence():
     rules = clean.Rules(flip=True, flip_below=-1.0, smooth=0.2, smooth_below=0.1, drop_ambiguous=(0.3, 0.5))
     assert clean.decide(MEANS, rules) == ["flip", "smooth", "smooth", "drop", "keep"]
-    assert clean.decide(MEANS, clean.Rules(flip=True, drop_below=-1.0)) == ["drop", "flip", "keep", "keep", "keep"]
+    assert clean.decide(MEANS, clean.Rules(flip=True, flip_below=0.0, drop_below=-1.0)) == ["drop", "flip", "keep", "keep",
+                                                                                          "keep"]
 
 
 def test_apply_flip_swaps_and_negates_and_margins_are_small_and_non_negative():
@@ -163,25 +164,27 @@ def test_members_ensemble_of_trained_reward_models(tmp_path, small_pairs):
 # ---------------------------------------------------------------- through the CLI
 
 def test_strength_pipe_clean_end_to_end_finds_injected_flips(tmp_path):
+    """The headline pipeline with its defaults: out-of-sample strength, then confident flips only."""
     data = tmp_path / "pairs.jsonl"
-    assert cli("synth", "--n", 600, "--noise", 0.2, "--seed", 0, "--out", data).exit_code == 0
+    assert cli("synth", "--n", 400, "--noise", 0.2, "--seed", 0, "--out", data).exit_code == 0
     plot = tmp_path / "strength.png"
     p = cli_proc("strength", data, "--model", BACKBONE, "--plot", plot)
     assert p.returncode == 0, p.stderr
     s = last_json_line(p.stderr)
+    assert s["construction"] == "cross-fitted" and s["folds"] == 5
     if HAS_MINILM:
-        assert s["noisy_auroc"] >= 0.85
+        assert s["noisy_auroc"] >= 0.85 and abs(s["noise_rate_estimate"] - 0.2) < 0.08
     assert plot.read_bytes()[:4] == b"\x89PNG"
     c = cli_proc("clean", "-", "--flip", input=p.stdout)
     assert c.returncode == 0, c.stderr
     cleaned = read_jsonl(c.stdout)
-    assert len(cleaned) == 600
+    assert len(cleaned) == 400
     flips = [r for r in cleaned if r["clean_action"] == "flip"]
-    assert flips and all(r["strength_mean"] > 0 for r in flips)
+    assert all(r["strength_mean"] > 0 for r in flips)  # negated with the swap
     q = last_json_line(c.stderr)["flip_quality"]
     assert q["flipped"] == len(flips)
     if HAS_MINILM:
-        assert q["recall"] > 0.6 and q["precision"] > 0.4  # chance precision is 0.2
+        assert q["precision"] >= 0.75 and q["recall"] >= 0.25  # chance precision is 0.2
 
 
 def test_clean_requires_strength_and_never_loses_records(tmp_path):
