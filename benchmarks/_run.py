@@ -24,3 +24,42 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def write_jsonl(path: Path, rows) -> None:
     Path(path).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def bootstrap_interval(statistic, n_runs: int, n_prompts: int, draws: int = 2000, seed: int = 0,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of `statistic(runs, prompts)` (two index lists) when both the runs (seeds,
+    heads) and the held-out prompts are resampled with replacement: the spread a rerun with other
+    seeds and other prompts of the same kind would show."""
+    import random
+
+    rng = random.Random(seed)
+    values = sorted(statistic([rng.randrange(n_runs) for _ in range(n_runs)],
+                              [rng.randrange(n_prompts) for _ in range(n_prompts)]) for _ in range(draws))
+    lo = values[int((1 - level) / 2 * draws)]
+    hi = values[min(draws - 1, int((1 + level) / 2 * draws))]
+    return lo, hi
+
+
+def ppo_until(out: Path, step: int, args: list) -> None:
+    """Bring the PPO run in `out` to `step` steps: a new run, or the last checkpoint continued."""
+    resume = ["--resume"] if (out / "checkpoints").is_dir() else []
+    rlhfkit("ppo", *args, "--steps", step, "--save-steps", step, *resume, "--out", out)
+
+
+def drop_old_checkpoints(out: Path) -> None:
+    """Keep only the newest checkpoint of a run (a 135M policy's is ~1.6 GB with its optimizer)."""
+    import shutil
+
+    found = sorted((out / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    for old in found[:-1]:
+        shutil.rmtree(old)
+
+
+def save_json(path: Path, obj) -> None:
+    """Write JSON through a temporary file, so an interrupted script never leaves half a result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

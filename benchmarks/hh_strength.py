@@ -9,7 +9,7 @@ Reports the AUROC of −strength_mean for finding our flips, the precision and r
 cannot all be wrong labels) and the fraction of original pairs with mean < 0 (the paper saw ~25% on
 HH-RLHF train).
 
-    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--max-length 256] [--out bench-out/hh_strength]
+    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--construction", choices=["new", "old", "two-stage"], default="new")
     ap.add_argument("--two-stage", action="store_true", help="same as --construction two-stage")
+    ap.add_argument("--limit", type=int, default=None, help="a random sample of N pairs (the time budget names 1,000)")
     ap.add_argument("--out", default="bench-out/hh_strength")
     a = ap.parse_args()
     if a.two_stage:
@@ -46,6 +47,8 @@ def main() -> None:
     with gzip.open(data, "rt") as fh:
         rows = [json.loads(line) for line in fh]
     rng = random.Random(a.seed)
+    if a.limit:
+        rows = [rows[i] for i in sorted(rng.sample(range(len(rows)), min(a.limit, len(rows))))]
     flipped = set(rng.sample(range(len(rows)), round(a.noise * len(rows))))
     records = []
     for i, r in enumerate(rows):
@@ -61,15 +64,16 @@ def main() -> None:
                         "--warmup-ratio", "0.1", "--max-length", a.max_length, "--save-steps", "0", "--seed", str(a.seed)],
                        capture_output=True, text=True, check=True)
         extra = ["--in-sample", "--from-rm", str(out / "rm")]
-    strength_path = out / f"strength-{a.construction}.jsonl"
+    tag = f"{a.construction}-n{a.limit}" if a.limit else a.construction
+    strength_path = out / f"strength-{tag}.jsonl"
     p = subprocess.run([sys.executable, "-m", "rlhfkit", "strength", str(out / "pairs.jsonl"), "--model", a.model, *extra,
                         "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(strength_path),
-                        "--plot", str(out / f"strength-{a.construction}.png")], capture_output=True, text=True, check=True)
+                        "--plot", str(out / f"strength-{tag}.png")], capture_output=True, text=True, check=True)
     s = json.loads(p.stderr.strip().splitlines()[-1])
     c = subprocess.run([sys.executable, "-m", "rlhfkit", "clean", str(strength_path), "--flip", "--out",
-                        str(out / f"clean-{a.construction}.jsonl")], capture_output=True, text=True, check=True)
+                        str(out / f"clean-{tag}.jsonl")], capture_output=True, text=True, check=True)
     cl = json.loads(c.stderr.strip().splitlines()[-1])
-    cleaned = [json.loads(line) for line in (out / f"clean-{a.construction}.jsonl").read_text().splitlines()]
+    cleaned = [json.loads(line) for line in (out / f"clean-{tag}.jsonl").read_text().splitlines()]
     scored = [json.loads(line) for line in strength_path.read_text().splitlines()]
     original = [r for r in scored if not r["noisy"]]
     result = {"pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
@@ -80,7 +84,7 @@ def main() -> None:
               "fraction_original_flipped": sum(r["clean_action"] == "flip" for r in cleaned if not r["noisy"]) / len(original),
               "fraction_original_mean_below_0": sum(r["strength_mean"] < 0 for r in original) / len(original),
               "fraction_all_mean_below_0": s["fraction_mean_below_0"]}
-    (out / f"result-{a.construction}.json").write_text(json.dumps(result, indent=1))
+    (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
 

@@ -99,27 +99,31 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
         if v == "robust":
             continue  # trains on clean-new.jsonl below
         path = cell / f"clean-{v}.jsonl"
+        summary: dict = {}
         if not path.exists():
             if v == "old":
-                _, s = rlhfkit("clean", cell / "strength-old.jsonl", "--flip-below", 0, "--out", path)
+                _, summary = rlhfkit("clean", cell / "strength-old.jsonl", "--flip-below", 0, "--out", path)
             elif v == "cleanlab":
                 rows = read_jsonl(cell / "strength-new.jsonl")
                 flags = flipped_by_cleanlab(rows)
                 write_jsonl(path, [dict(flip(r), clean_action="flip") if f else dict(r, clean_action="keep")
                                    for r, f in zip(rows, flags)])
-                tp = sum(f and r["noisy"] for r, f in zip(rows, flags))
-                s = {"flip_quality": {"flipped": sum(flags), "true_flips": tp, "noisy": sum(r["noisy"] for r in rows),
-                                      "precision": tp / max(1, sum(flags)),
-                                      "recall": tp / max(1, sum(r["noisy"] for r in rows))}}
             else:
-                _, s = rlhfkit("clean", cell / "strength-new.jsonl", *CLEAN_FLAGS[v], "--rejects",
-                               cell / f"rejects-{v}.jsonl", "--out", path)
-            q = s.get("flip_quality", {})
+                _, summary = rlhfkit("clean", cell / "strength-new.jsonl", *CLEAN_FLAGS[v], "--rejects",
+                                     cell / f"rejects-{v}.jsonl", "--out", path)
+        if "kept" not in quality.get(v, {}):
             rows = read_jsonl(path)
-            quality[v] = {"expected_noise_left": s.get("expected_noise_left"),
-                          "flipped": q.get("flipped", 0), "precision": q.get("precision"), "recall": q.get("recall"),
-                          "fraction_flipped": round(q.get("flipped", 0) / n, 4), "kept": len(rows),
-                          "wrong_labels_left": sum(bool(r["gold_chosen"] < r["gold_rejected"]) for r in rows)}
+            flipped = [r for r in rows if r.get("clean_action") == "flip"]
+            true_flips = sum(bool(r["noisy"]) for r in flipped)
+            injected = round(noise * n)
+            entry = quality.setdefault(v, {})
+            entry.update({"flipped": len(flipped), "precision": true_flips / len(flipped) if flipped else None,
+                          "recall": true_flips / injected if injected else None,
+                          "fraction_flipped": round(len(flipped) / n, 4), "kept": len(rows),
+                          "wrong_labels_left": sum(bool(r["gold_chosen"] < r["gold_rejected"]) for r in rows)})
+            if summary.get("expected_noise_left") is not None:
+                entry["expected_noise_left"] = summary["expected_noise_left"]
+            result_path.write_text(json.dumps(result, indent=1))
         sets[v] = path
     if "robust" in variants:
         sets["robust"] = sets.get("new", cell / "clean-new.jsonl")

@@ -1,62 +1,180 @@
-"""PM RLHF at CPU scale: KL-RLHF vs conditional preference matching (cpm) PPO on smollm2-135m.
+"""PM RLHF at CPU scale: KL-RLHF vs conditional preference matching (cpm) PPO, run until the policies move.
 
-A minilm reward model is trained on synth film-review pairs; the policy (SmolLM2-135M-Instruct)
-is tuned against it with PPO for a few steps (2 epochs per batch, to fit a CPU), once with the KL regulariser and once with cpm
-(β = 1, the theory's case; α = 0.3); then PM divergence (β = 1) and generation metrics are
-measured on held-out prompts. The paper's claim: cpm lowers the PM divergence (1.16 → 0.68 for
-OPT-1.3B). At this scale (a dozen PPO steps) expect small differences; the command shows the
-pipeline and the measurement, not the paper's effect size.
+A minilm reward model is trained on 600 synth film-review pairs; SmolLM2-135M-Instruct is tuned
+against it with PPO, several seeds per arm: β = 1 (the theory's case) with the KL regulariser, or
+cpm with α = 0.3. Every --eval-every steps each run's PM divergence (β = 1, 2 samples per prompt)
+is measured on held-out prompts; the reward and KL come from the training log. The paper's claim:
+cpm lowers the PM divergence (1.16 → 0.68 for OPT-1.3B, 2.23 → 1.57 for Llama-2-7B).
 
-    python benchmarks/repro_pm_rlhf.py [--steps 8] [--out bench-out/repro_pm_rlhf]
+Reported per arm at the last step: the mean PM divergence over seeds and prompts with a 95%
+bootstrap interval (seeds and prompts resampled), and the cpm − KL difference with its interval.
+Everything is written under --out as it goes and the script resumes where it stopped (each PPO run
+continues from its last checkpoint), so it can be run in the background and grown with --steps.
+
+    python benchmarks/repro_pm_rlhf.py [--steps 32] [--eval-every 16] [--seeds 0 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import time
 from pathlib import Path
 
-from _run import read_jsonl, rlhfkit, write_jsonl
+from _run import bootstrap_interval, drop_old_checkpoints, ppo_until, read_jsonl, rlhfkit, save_json, write_jsonl
+
+PAPER = {"kl": 1.16, "cpm": 0.68}  # OPT-1.3B, PM RLHF Table 2
+
+
+def pm_values(out: Path, policy, rm: Path, prompts: Path, samples: int, max_new_tokens: int) -> list[float]:
+    text, _ = rlhfkit("metrics", "pm-divergence", "--policy", policy, "--reward", rm, "--prompts", prompts,
+                      "--beta", 1.0, "--samples", samples, "--max-new-tokens", max_new_tokens, "--top-p", 0.9,
+                      "--seed", 1234)
+    return json.loads(text)["values"]
+
+
+def summarise(result: dict, arms: list[str], seeds: list[int]) -> dict:
+    """Mean PM divergence per arm at the last step all its seeds reached, with 95% bootstrap intervals."""
+    ref = result["reference"]["pm_values"]
+    summary = {"reference": {"mean": statistics.fmean(ref),
+                             "ci95": bootstrap_interval(lambda _, p: statistics.fmean(ref[i] for i in p), 1, len(ref))}}
+    finals = {}
+    for arm in arms:
+        runs = [result["runs"].get(f"{arm}-s{s}", {}) for s in seeds]
+        common = set.intersection(*(set(r.get("evals", {})) for r in runs)) if runs else set()
+        if not common:
+            continue
+        step = max(common, key=int)
+        values = [r["evals"][step]["pm_values"] for r in runs]
+        finals[arm] = values
+
+        def mean_of(runs_idx, prompts_idx, values=values):
+            return statistics.fmean(values[r][p] for r in runs_idx for p in prompts_idx)
+
+        summary[arm] = {"step": int(step), "mean": mean_of(range(len(values)), range(len(values[0]))),
+                        "ci95": bootstrap_interval(mean_of, len(values), len(values[0])),
+                        "per_seed": [statistics.fmean(v) for v in values],
+                        "kl_to_reference": [r["final"]["kl"] for r in runs if "final" in r],
+                        "train_reward_last": [r["final"]["train_reward_last"] for r in runs if "final" in r]}
+    if "kl" in finals and "cpm" in finals and len(finals["kl"]) == len(finals["cpm"]):
+        a, b = finals["cpm"], finals["kl"]
+
+        def diff(runs_idx, prompts_idx):
+            return (statistics.fmean(a[r][p] for r in runs_idx for p in prompts_idx)
+                    - statistics.fmean(b[r][p] for r in runs_idx for p in prompts_idx))
+
+        summary["cpm_minus_kl"] = {"mean": diff(range(len(a)), range(len(a[0]))),
+                                   "ci95": bootstrap_interval(diff, len(a), len(a[0]))}
+    return summary
+
+
+def plot(result: dict, arms: list[str], seeds: list[int], out_png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    colours = {"kl": "tab:blue", "cpm": "tab:orange"}
+    for arm in arms:
+        for s in seeds:
+            run = result["runs"].get(f"{arm}-s{s}")
+            if not run:
+                continue
+            log = run.get("log", [])
+            label = f"{arm.upper() if arm == 'kl' else arm}" if s == seeds[0] else None
+            axes[0].plot([e["step"] for e in log], [e["reward_mean"] for e in log], color=colours[arm], alpha=0.6, label=label)
+            axes[1].plot([e["step"] for e in log], [e["kl"] for e in log], color=colours[arm], alpha=0.6, label=label)
+            steps = sorted(run.get("evals", {}), key=int)
+            pm = [statistics.fmean(result["reference"]["pm_values"])] + [statistics.fmean(run["evals"][k]["pm_values"]) for k in steps]
+            axes[2].plot([0] + [int(k) for k in steps], pm, "o-", color=colours[arm], alpha=0.6, label=label)
+    for arm, value in PAPER.items():
+        axes[2].axhline(value, color=colours[arm], ls="--", lw=1, label=f"paper, {arm} (OPT-1.3B)")
+    axes[0].set(title="Training reward (reward model)", xlabel="PPO step", ylabel="mean reward per batch")
+    axes[1].set(title="KL to the reference (training batches)", xlabel="PPO step", ylabel="nats per response")
+    axes[2].set(title="PM divergence, held-out prompts", xlabel="PPO step", ylabel="mean KL(p_llm || p_reward), nats")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.suptitle("PM RLHF at CPU scale: SmolLM2-135M, beta = 1, one line per seed")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", default="smollm2-135m")
     ap.add_argument("--rm-model", default="minilm")
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--prompts", type=int, default=24)
-    ap.add_argument("--out", default="bench-out/repro_pm_rlhf")
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--eval-every", type=int, default=16)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--arms", nargs="+", default=["kl", "cpm"], choices=["kl", "cpm"])
+    ap.add_argument("--prompts", type=int, default=64, help="held-out prompts for the PM divergence")
+    ap.add_argument("--samples", type=int, default=2, help="responses per held-out prompt (the paper: 2)")
+    ap.add_argument("--lr", default="1e-5")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--out", default="bench-out/repro_pm_rlhf_long")
+    ap.add_argument("--result", default=str(Path(__file__).with_name("results") / "repro_pm_rlhf_long_cpu.json"))
     a = ap.parse_args()
-    out = Path(a.out)
+    out, result_path = Path(a.out), Path(a.result)
     out.mkdir(parents=True, exist_ok=True)
-    rlhfkit("synth", "--n", 600, "--seed", 0, "--out", out / "pairs.jsonl")
-    rlhfkit("synth", "--n", 200, "--seed", 7, "--out", out / "test.jsonl")
+    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+    result.update({"policy": a.policy, "beta": 1.0, "alpha": 0.3, "lr": a.lr, "batch_size": a.batch_size,
+                   "max_new_tokens": a.max_new_tokens, "held_out_prompts": a.prompts, "samples": a.samples,
+                   "command": "python benchmarks/repro_pm_rlhf.py " + " ".join(
+                       f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+                       for k, v in vars(a).items() if k not in ("out", "result"))})
+    result.setdefault("runs", {})
+    if not (out / "pairs.jsonl").exists():
+        rlhfkit("synth", "--n", 600, "--seed", 0, "--out", out / "pairs.jsonl")
+        rlhfkit("synth", "--n", 400, "--seed", 7, "--out", out / "test.jsonl")
     if not (out / "rm" / "rlhfkit.json").exists():
         rlhfkit("train-rm", out / "pairs.jsonl", "--model", a.rm_model, "--out", out / "rm", "--lr", "5e-5",
                 "--batch-size", 16, "--warmup-ratio", 0.1, "--save-steps", 0)
-    write_jsonl(out / "train-prompts.jsonl", [{"prompt": r["prompt"]} for r in read_jsonl(out / "pairs.jsonl")[:64]])
-    write_jsonl(out / "test-prompts.jsonl", [{"prompt": r["prompt"]} for r in read_jsonl(out / "test.jsonl")[: a.prompts]])
-    ppo = ["--batch-size", 8, "--mini-batch-size", 4, "--ppo-epochs", 2, "--max-new-tokens", 24, "--lr", "5e-6", "--beta", 1.0,
-           "--top-p", 0.9, "--steps", a.steps, "--save-steps", 0, "--seed", 0]
-    result: dict = {"policy": a.policy, "steps": a.steps, "beta": 1.0, "alpha": 0.3}
-    for name, extra in (("kl", ["--regularizer", "kl"]), ("cpm", ["--regularizer", "cpm", "--alpha", 0.3])):
-        _, s = rlhfkit("ppo", "--policy", a.policy, "--reward", out / "rm", "--prompts", out / "train-prompts.jsonl",
-                       *extra, *ppo, "--out", out / f"policy-{name}")
-        pm, _ = rlhfkit("metrics", "pm-divergence", "--policy", out / f"policy-{name}", "--reward", out / "rm",
-                        "--prompts", out / "test-prompts.jsonl", "--beta", 1.0, "--max-new-tokens", 24, "--top-p", 0.9,
-                        "--plot", out / f"pm-{name}.png")
-        gen, _ = rlhfkit("metrics", "generation", "--policy", out / f"policy-{name}", "--ref", a.policy,
-                         "--prompts", out / "test-prompts.jsonl", "--max-new-tokens", 24, "--samples", 2)
-        pm, gen = json.loads(pm), json.loads(gen)
-        log = read_jsonl(out / f"policy-{name}" / "log.jsonl")
-        result[name] = {"pm_divergence_mean": pm["mean"], "pm_divergence_median": pm["median"],
-                        "train_reward_first": log[0]["reward_mean"], "train_reward_last": log[-1]["reward_mean"],
-                        **{k: gen[k] for k in ("length", "perplexity", "entropy", "kl")}}
-    pm_ref, _ = rlhfkit("metrics", "pm-divergence", "--policy", a.policy, "--reward", out / "rm", "--prompts",
-                        out / "test-prompts.jsonl", "--beta", 1.0, "--max-new-tokens", 24, "--top-p", 0.9)
-    result["reference_pm_divergence_mean"] = json.loads(pm_ref)["mean"]
-    (out / "result.json").write_text(json.dumps(result, indent=1))
-    print(json.dumps(result, indent=1))
+    rm = out / "rm"
+    write_jsonl(out / "train-prompts.jsonl", [{"prompt": r["prompt"]} for r in read_jsonl(out / "pairs.jsonl")[:256]])
+    test_prompts = out / "test-prompts.jsonl"
+    write_jsonl(test_prompts, [{"prompt": r["prompt"]} for r in read_jsonl(out / "test.jsonl")[: a.prompts]])
+    if "reference" not in result:
+        result["reference"] = {"pm_values": pm_values(out, a.policy, rm, test_prompts, a.samples, a.max_new_tokens)}
+        save_json(result_path, result)
+    ppo = ["--policy", a.policy, "--reward", rm, "--prompts", out / "train-prompts.jsonl", "--batch-size", a.batch_size,
+           "--mini-batch-size", a.batch_size // 2, "--ppo-epochs", 2, "--max-new-tokens", a.max_new_tokens, "--lr", a.lr,
+           "--beta", 1.0, "--top-p", 0.9, "--temperature", 1.0, "--sample-steps", 0]
+    flags = {"kl": ["--regularizer", "kl"], "cpm": ["--regularizer", "cpm", "--alpha", 0.3]}
+    for seed in a.seeds:
+        for arm in a.arms:
+            name = f"{arm}-s{seed}"
+            run = result["runs"].setdefault(name, {"evals": {}, "seconds": 0.0})
+            run_dir = out / name
+            for step in range(a.eval_every, a.steps + 1, a.eval_every):
+                if str(step) in run["evals"]:
+                    continue
+                t0 = time.perf_counter()
+                ppo_until(run_dir, step, [*ppo, *flags[arm], "--seed", seed])
+                drop_old_checkpoints(run_dir)
+                run["seconds"] += time.perf_counter() - t0
+                run["evals"][str(step)] = {"pm_values": pm_values(out, run_dir, rm, test_prompts, a.samples,
+                                                                  a.max_new_tokens)}
+                run["log"] = [{k: e[k] for k in ("step", "reward_mean", "kl", "entropy", "response_length")}
+                              for e in read_jsonl(run_dir / "log.jsonl")]
+                run.pop("final", None)
+                save_json(result_path, result)
+                print(f"{name} step {step}: PM divergence {statistics.fmean(run['evals'][str(step)]['pm_values']):.3f}",
+                      flush=True)
+            if "final" not in run and str(a.steps) in run["evals"]:
+                text, _ = rlhfkit("metrics", "generation", "--policy", run_dir, "--ref", a.policy, "--prompts", test_prompts,
+                                  "--max-new-tokens", a.max_new_tokens, "--top-p", 0.9, "--seed", 1234)
+                gen = json.loads(text)
+                run["final"] = {"step": a.steps, "train_reward_last": run["log"][-1]["reward_mean"],
+                                **{k: gen[k] for k in ("kl", "perplexity", "entropy", "length")}}
+                save_json(result_path, result)
+    result["summary"] = summarise(result, a.arms, a.seeds)
+    save_json(result_path, result)
+    plot(result, a.arms, a.seeds, result_path.with_suffix(".png"))
+    print(json.dumps(result["summary"], indent=1))
 
 
 if __name__ == "__main__":

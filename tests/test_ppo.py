@@ -163,6 +163,26 @@ def test_ppo_resume_continues_from_the_checkpoint(tmp_path):
     assert [e["step"] for e in read_jsonl(tmp_path / "o" / "log.jsonl")] == [1, 2, 3, 4, 5]
 
 
+def test_a_finished_run_continues_with_more_steps_without_redoing_any(tmp_path):
+    """A run ends with a checkpoint of its last step (when it checkpoints at all), so `--steps` raised
+    on `--resume` continues exactly where it ended and equals one longer run."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\nworld\n")
+    args = ["ppo", "--policy", "tiny-gpt", "--reward", f"{__file__}:fraction_of_e", "--prompts", prompts,
+            "--batch-size", 4, "--mini-batch-size", 2, "--max-new-tokens", 4, "--save-steps", 2]
+    assert cli(*args, "--steps", 3, "--out", tmp_path / "short").exit_code == 0
+    assert (tmp_path / "short" / "checkpoints" / "step-3").is_dir()
+    first = read_jsonl(tmp_path / "short" / "log.jsonl")
+    r = cli(*args, "--steps", 5, "--out", tmp_path / "short", "--resume")
+    assert r.exit_code == 0, r.stderr
+    extended = read_jsonl(tmp_path / "short" / "log.jsonl")
+    assert extended[:3] == first  # steps 1-3 kept as written, not recomputed (their timings would differ)
+    assert cli(*args, "--steps", 5, "--out", tmp_path / "long").exit_code == 0
+    straight = read_jsonl(tmp_path / "long" / "log.jsonl")
+    for a, b in zip(extended[3:], straight[3:]):
+        assert a["step"] == b["step"] and abs(a["reward_mean"] - b["reward_mean"]) < 1e-5 and abs(a["kl"] - b["kl"]) < 1e-5
+
+
 @pytest.mark.parametrize("regularizer", ["kl", "pm", "cpm", "none", "var-kl"])
 def test_every_regulariser_runs_with_a_reward_model_or_ensemble(tmp_path, regularizer):
     from rlhfkit import synth

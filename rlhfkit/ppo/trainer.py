@@ -439,7 +439,7 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
             if main:
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(stats, allow_nan=False) + "\n")
-            if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.steps:
+            if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.steps):  # the last, so more --steps continue
                 trainer.save_checkpoint(step, identity)
             advance(1, reward=stats["reward_mean"], kl=stats["kl"])
     trainer.save_policy(cfg.out, {"final_stats": stats})
