@@ -79,7 +79,9 @@ def test_ppo_on_two_processes_equals_one(tmp_path, how):
     close(one, two, keys, tol=1e-4)
     samples = read_jsonl(tmp_path / "two" / "samples.jsonl")
     assert len(samples) == 3 * 8  # every process's rows, written once
-    # resume the two-process run's step-2 checkpoint with one process: the same third step
+    # resume the two-process run's step-2 checkpoint with one process (as if it had stopped after step 2):
+    # the same third step
+    shutil.rmtree(tmp_path / "two" / "checkpoints" / "step-3")
     launch("one", ["ppo", *args, "--out", tmp_path / "two", "--resume"], tmp_path)
     close(one, read_jsonl(tmp_path / "two" / "log.jsonl"), keys, tol=1e-4)
 
@@ -121,6 +123,7 @@ def test_lora_ppo_through_the_cli_resumes(tmp_path):
     assert cli(*args, "--steps", 3, "--out", tmp_path / "full").exit_code == 0
     assert cli(*args, "--steps", 3, "--out", tmp_path / "cut").exit_code == 0  # checkpoints step 2
     assert (tmp_path / "cut" / "checkpoints" / "step-2" / "trainable.safetensors").exists()
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-3")  # as if it had stopped after step 2
     r = cli(*args, "--steps", 3, "--out", tmp_path / "cut", "--resume")  # continues from step 2
     assert r.exit_code == 0, r.stderr
     full, cut = read_jsonl(tmp_path / "full" / "log.jsonl"), read_jsonl(tmp_path / "cut" / "log.jsonl")

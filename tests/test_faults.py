@@ -151,7 +151,7 @@ def test_ppo_refuses_a_planted_pickle(tmp_path):
             "--steps", 2, "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 2, "--save-steps", 1]
     assert cli(*args).exit_code == 0
     marker = tmp_path / "pwned"
-    (tmp_path / "o" / "checkpoints" / "step-1" / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
+    (tmp_path / "o" / "checkpoints" / "step-2" / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
     r = cli_proc(*args, "--resume")
     assert r.returncode == 2 and "refused" in r.stderr
     assert not marker.exists()
