@@ -22,7 +22,7 @@ noise-rate estimate, ECE of P(label wrong), strength time, and held-out accuracy
 Runs already in --out are reused, so the grid can be grown a cell at a time.
 
     python benchmarks/noise_synth.py --noise 0 0.1 0.2 0.4 --seeds 0 1 2 [--n 1000] [--variants ...]
-    python benchmarks/noise_synth.py --summary            # the table from what --out holds
+    python benchmarks/noise_synth.py --summary [--save results/noise_synth_grid_cpu.json]   # the table from what --out holds
 """
 
 from __future__ import annotations
@@ -161,28 +161,35 @@ def table(out: Path) -> str:
         values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
         if not values:
             return "–"
+        digits = 0 if all(isinstance(v, int) for v in values) else 3
         if len(values) == 1:
-            return f"{values[0]:.3f}"
-        return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+            return f"{values[0]:.{digits}f}"
+        return f"{statistics.fmean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
-    lines = ["| n | noise | seeds | set | flips (share of pairs) | flip precision | flip recall | wrong labels left | held-out accuracy |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| n | noise | seeds | set | flips (share of pairs) | flip precision | flip recall | pairs kept | wrong labels left "
+             "| held-out accuracy | share of the noisy → gold gap closed |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (n, noise), cs in sorted(by_level.items()):
         for v in VARIANTS:
             accs = [c["heldout_accuracy"].get(v) for c in cs]
             if all(a is None for a in accs):
                 continue
             q = [c.get("flip_quality", {}).get(v, {}) for c in cs]
-            lines.append(f"| {n} | {noise} | {len(cs)} | {v} | {ms([x.get('fraction_flipped') for x in q])} | "
+            closed = [(c["heldout_accuracy"][v] - c["heldout_accuracy"]["noisy"])
+                      / (c["heldout_accuracy"]["gold"] - c["heldout_accuracy"]["noisy"])
+                      for c in cs if v in c["heldout_accuracy"] and "noisy" in c["heldout_accuracy"]
+                      and "gold" in c["heldout_accuracy"] and c["heldout_accuracy"]["gold"] != c["heldout_accuracy"]["noisy"]]
+            lines.append(f"| {n} | {noise} | {sum(a is not None for a in accs)} | {v} | {ms([x.get('fraction_flipped') for x in q])} | "
                          f"{ms([x.get('precision') for x in q if x.get('flipped')])} | {ms([x.get('recall') for x in q])} | "
-                         f"{ms([x.get('wrong_labels_left') for x in q])} | {ms(accs)} |")
+                         f"{ms([x.get('kept') for x in q])} | {ms([x.get('wrong_labels_left') for x in q])} | {ms(accs)} | "
+                         f"{ms(closed) if v not in ('noisy', 'gold') else ''} |")
     lines += ["", "| n | noise | strength | AUROC of −mean | noise-rate estimate | ECE of P(wrong) | seconds |",
               "|---|---|---|---|---|---|---|"]
     for (n, noise), cs in sorted(by_level.items()):
         for name in ("new", "old"):
             s = [c.get(f"strength_{name}") for c in cs if c.get(f"strength_{name}")]
             if s:
-                lines.append(f"| {n} | {noise} | {name} | {ms([x['noisy_auroc'] for x in s])} | "
+                lines.append(f"| {n} | {noise} | {name} ({len(s)} seeds) | {ms([x['noisy_auroc'] for x in s])} | "
                              f"{ms([x['noise_rate_estimate'] for x in s])} | {ms([x.get('p_wrong_ece') for x in s])} | "
                              f"{ms([x['seconds'] for x in s])} |")
     return "\n".join(lines)
@@ -198,6 +205,7 @@ def main() -> None:
     ap.add_argument("--epochs", default="2")
     ap.add_argument("--out", default="bench-out/noise_synth")
     ap.add_argument("--summary", action="store_true", help="only print the table of what --out holds")
+    ap.add_argument("--save", help="also write every cell's result to this JSON file (raw numbers behind the table)")
     a = ap.parse_args()
     out = Path(a.out)
     if not a.summary:
@@ -207,6 +215,10 @@ def main() -> None:
                 r = run_cell(out, a.n, noise, seed, variants, a.model, a.epochs)
                 print(json.dumps(r), flush=True)
     print(table(out))
+    if a.save:
+        cells = [json.loads(p.read_text()) for p in sorted(out.glob("n*-noise*-seed*/result.json"))]
+        Path(a.save).write_text(json.dumps({"command": "python benchmarks/noise_synth.py (cells grown over several runs)",
+                                            "machine": "2-core CPU, one thread per process", "cells": cells}, indent=1))
 
 
 if __name__ == "__main__":

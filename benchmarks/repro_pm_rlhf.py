@@ -7,7 +7,8 @@ is measured on held-out prompts; the reward and KL come from the training log. T
 cpm lowers the PM divergence (1.16 → 0.68 for OPT-1.3B, 2.23 → 1.57 for Llama-2-7B).
 
 Reported per arm at the last step: the mean PM divergence over seeds and prompts with a 95%
-bootstrap interval (seeds and prompts resampled), and the cpm − KL difference with its interval.
+bootstrap interval (seeds and prompts resampled), the cpm − KL difference with its interval, and
+synth's gold reward of one response per held-out prompt (an independent judge of what PPO gained).
 Everything is written under --out as it goes and the script resumes where it stopped (each PPO run
 continues from its last checkpoint), so it can be run in the background and grown with --steps.
 
@@ -34,10 +35,21 @@ def pm_values(out: Path, policy, rm: Path, prompts: Path, samples: int, max_new_
     return json.loads(text)["values"]
 
 
+def gold_rewards(policy, prompts: Path, gens: Path, max_new_tokens: int) -> list[float]:
+    """synth's transparent gold reward (the lexicon that generated the pairs) of one sampled response
+    per held-out prompt: an independent check that the reward model's gains are real gains."""
+    from rlhfkit.synth import gold_reward
+
+    rlhfkit("generate", prompts, "--policy", policy, "--max-new-tokens", max_new_tokens, "--top-p", 0.9,
+            "--seed", 1234, "--out", gens)
+    return [gold_reward(g["response"]) for g in read_jsonl(gens)]
+
+
 def summarise(result: dict, arms: list[str], seeds: list[int]) -> dict:
     """Mean PM divergence per arm at the last step all its seeds reached, with 95% bootstrap intervals."""
     ref = result["reference"]["pm_values"]
-    summary = {"reference": {"mean": statistics.fmean(ref),
+    summary = {"reference": {"mean": statistics.fmean(ref), "gold_reward": statistics.fmean(result["reference"]["gold_rewards"])
+                             if "gold_rewards" in result["reference"] else None,
                              "ci95": bootstrap_interval(lambda _, p: statistics.fmean(ref[i] for i in p), 1, len(ref))}}
     finals = {}
     for arm in arms:
@@ -55,6 +67,8 @@ def summarise(result: dict, arms: list[str], seeds: list[int]) -> dict:
         summary[arm] = {"step": int(step), "mean": mean_of(range(len(values)), range(len(values[0]))),
                         "ci95": bootstrap_interval(mean_of, len(values), len(values[0])),
                         "per_seed": [statistics.fmean(v) for v in values],
+                        "gold_reward": [statistics.fmean(r["final"]["gold_rewards"]) for r in runs
+                                        if "gold_rewards" in r.get("final", {})],
                         "kl_to_reference": [r["final"]["kl"] for r in runs if "final" in r],
                         "train_reward_last": [r["final"]["train_reward_last"] for r in runs if "final" in r]}
     if "kl" in finals and "cpm" in finals and len(finals["kl"]) == len(finals["cpm"]):
@@ -140,6 +154,10 @@ def main() -> None:
     if "reference" not in result:
         result["reference"] = {"pm_values": pm_values(out, a.policy, rm, test_prompts, a.samples, a.max_new_tokens)}
         save_json(result_path, result)
+    if "gold_rewards" not in result["reference"]:
+        result["reference"]["gold_rewards"] = gold_rewards(a.policy, test_prompts, out / "gens-reference.jsonl",
+                                                           a.max_new_tokens)
+        save_json(result_path, result)
     ppo = ["--policy", a.policy, "--reward", rm, "--prompts", out / "train-prompts.jsonl", "--batch-size", a.batch_size,
            "--mini-batch-size", a.batch_size // 2, "--ppo-epochs", 2, "--max-new-tokens", a.max_new_tokens, "--lr", a.lr,
            "--beta", 1.0, "--top-p", 0.9, "--temperature", 1.0, "--sample-steps", 0]
@@ -170,6 +188,10 @@ def main() -> None:
                 gen = json.loads(text)
                 run["final"] = {"step": a.steps, "train_reward_last": run["log"][-1]["reward_mean"],
                                 **{k: gen[k] for k in ("kl", "perplexity", "entropy", "length")}}
+                save_json(result_path, result)
+            if "final" in run and "gold_rewards" not in run["final"]:
+                run["final"]["gold_rewards"] = gold_rewards(run_dir, test_prompts, out / f"gens-{name}.jsonl",
+                                                            a.max_new_tokens)
                 save_json(result_path, result)
     result["summary"] = summarise(result, a.arms, a.seeds)
     save_json(result_path, result)
