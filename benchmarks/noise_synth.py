@@ -174,7 +174,7 @@ def table(out: Path) -> str:
             accs = [c["heldout_accuracy"].get(v) for c in cs]
             if all(a is None for a in accs):
                 continue
-            q = [c.get("flip_quality", {}).get(v, {}) for c in cs]
+            q = [c.get("flip_quality", {}).get(v, {}) for c in cs if c["heldout_accuracy"].get(v) is not None]
             closed = [(c["heldout_accuracy"][v] - c["heldout_accuracy"]["noisy"])
                       / (c["heldout_accuracy"]["gold"] - c["heldout_accuracy"]["noisy"])
                       for c in cs if v in c["heldout_accuracy"] and "noisy" in c["heldout_accuracy"]

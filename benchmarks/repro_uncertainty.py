@@ -120,6 +120,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(DATA))
     ap.add_argument("--policy", default="smollm2-135m")
     ap.add_argument("--heads", type=int, nargs="+", default=[0, 1, 2], help="one policy per head and method")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
+                    help="run only these (e.g. one per process, each with its own --result; merge with --merge)")
+    ap.add_argument("--merge", nargs="*", default=[], help="result files of other processes to fold into --result")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--eval-every", type=int, default=16)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -135,8 +138,12 @@ def main() -> None:
                    "judge": "VADER compound sentiment of one continuation per held-out opening",
                    "command": "python benchmarks/repro_uncertainty.py " + " ".join(
                        f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                       for k, v in vars(a).items() if k not in ("out", "result", "data"))})
+                       for k, v in vars(a).items() if k not in ("out", "result", "data", "merge"))})
     result.setdefault("runs", {})
+    for other in a.merge:
+        for name, run in json.loads(Path(other).read_text()).get("runs", {}).items():
+            if len(run.get("evals", {})) >= len(result["runs"].get(name, {}).get("evals", {})):
+                result["runs"][name] = run
     pos, neg = lines(Path(a.data) / "rt-polarity.pos"), lines(Path(a.data) / "rt-polarity.neg")
     rng = random.Random(0)
     openings = [" ".join(s.split()[: rng.randint(2, 8)]) for s in rng.sample(pos + neg, 300 + a.prompts)]
@@ -155,7 +162,8 @@ def main() -> None:
               "--batch-size", a.batch_size, "--mini-batch-size", a.batch_size // 2, "--ppo-epochs", 2,
               "--max-new-tokens", 10, "--sample-steps", 0]
     for head in a.heads:
-        for method, flags in METHODS.items():
+        for method in a.methods:
+            flags = METHODS[method]
             name = f"{method}-h{head}"
             run = result["runs"].setdefault(name, {"evals": {}, "seconds": 0.0})
             run_dir = out / name
