@@ -63,3 +63,20 @@ def save_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     tmp.replace(path)
+
+
+def plot_runs(axes, runs: dict, colours: dict, eval_value, reference_value: float) -> None:
+    """Draw each run's training reward and KL against step on axes[0] and axes[1], and its held-out
+    metric (`eval_value(evaluation)`, step 0 = the reference) on axes[2]; `runs` maps an arm's label
+    to its runs (the first run of an arm carries the legend label)."""
+    for arm, arm_runs in runs.items():
+        for i, run in enumerate(arm_runs):
+            log, label = run.get("log", []), arm if i == 0 else None
+            steps = [e["step"] for e in log]
+            axes[0].plot(steps, [e["reward_mean"] for e in log], color=colours[arm], alpha=0.6, label=label)
+            axes[1].plot(steps, [e["kl"] for e in log], color=colours[arm], alpha=0.6, label=label)
+            evals = sorted(run.get("evals", {}), key=int)
+            axes[2].plot([0] + [int(k) for k in evals], [reference_value] + [eval_value(run["evals"][k]) for k in evals],
+                         "o-", color=colours[arm], alpha=0.6, label=label)
+    for ax in axes:
+        ax.grid(alpha=0.3)

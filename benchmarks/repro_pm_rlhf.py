@@ -23,7 +23,8 @@ import statistics
 import time
 from pathlib import Path
 
-from _run import bootstrap_interval, drop_old_checkpoints, ppo_until, read_jsonl, rlhfkit, save_json, write_jsonl
+from _run import (bootstrap_interval, drop_old_checkpoints, plot_runs, ppo_until, read_jsonl, rlhfkit, save_json,
+                  write_jsonl)
 
 PAPER = {"kl": 1.16, "cpm": 0.68}  # OPT-1.3B, PM RLHF Table 2
 
@@ -91,26 +92,16 @@ def plot(result: dict, arms: list[str], seeds: list[int], out_png: Path) -> None
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     colours = {"kl": "tab:blue", "cpm": "tab:orange"}
-    for arm in arms:
-        for s in seeds:
-            run = result["runs"].get(f"{arm}-s{s}")
-            if not run:
-                continue
-            log = run.get("log", [])
-            label = f"{arm.upper() if arm == 'kl' else arm}" if s == seeds[0] else None
-            axes[0].plot([e["step"] for e in log], [e["reward_mean"] for e in log], color=colours[arm], alpha=0.6, label=label)
-            axes[1].plot([e["step"] for e in log], [e["kl"] for e in log], color=colours[arm], alpha=0.6, label=label)
-            steps = sorted(run.get("evals", {}), key=int)
-            pm = [statistics.fmean(result["reference"]["pm_values"])] + [statistics.fmean(run["evals"][k]["pm_values"]) for k in steps]
-            axes[2].plot([0] + [int(k) for k in steps], pm, "o-", color=colours[arm], alpha=0.6, label=label)
+    labels = {"kl": "KL-RLHF", "cpm": "cpm (alpha = 0.3)"}
+    runs = {labels[arm]: [result["runs"][f"{arm}-s{s}"] for s in seeds if f"{arm}-s{s}" in result["runs"]] for arm in arms}
+    plot_runs(axes, runs, {labels[a]: c for a, c in colours.items()}, lambda e: statistics.fmean(e["pm_values"]), statistics.fmean(result["reference"]["pm_values"]))
     for arm, value in PAPER.items():
-        axes[2].axhline(value, color=colours[arm], ls="--", lw=1, label=f"paper, {arm} (OPT-1.3B)")
+        axes[2].axhline(value, color=colours[arm], ls="--", lw=1, label=f"paper, {labels[arm].split(' ')[0]} (OPT-1.3B)")
     axes[0].set(title="Training reward (reward model)", xlabel="PPO step", ylabel="mean reward per batch")
     axes[1].set(title="KL to the reference (training batches)", xlabel="PPO step", ylabel="nats per response")
     axes[2].set(title="PM divergence, held-out prompts", xlabel="PPO step", ylabel="mean KL(p_llm || p_reward), nats")
     for ax in axes:
         ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
     fig.suptitle("PM RLHF at CPU scale: SmolLM2-135M, beta = 1, one line per seed")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)

@@ -25,7 +25,8 @@ import statistics
 import time
 from pathlib import Path
 
-from _run import bootstrap_interval, drop_old_checkpoints, ppo_until, read_jsonl, rlhfkit, save_json, write_jsonl
+from _run import (bootstrap_interval, drop_old_checkpoints, plot_runs, ppo_until, read_jsonl, rlhfkit, save_json,
+                  write_jsonl)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PAPER = {"vanilla": {"mean": 0.34, "variance": 0.06}, "variance_aware": {"mean": 0.22, "variance": 0.012}}
@@ -84,20 +85,9 @@ def plot(result: dict, heads: list[int], out_png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    colours = {"vanilla": "tab:blue", "variance_aware": "tab:green"}
-    for method in METHODS:
-        for h in heads:
-            run = result["runs"].get(f"{method}-h{h}")
-            if not run:
-                continue
-            log = run.get("log", [])
-            label = method.replace("_", "-") if h == heads[0] else None
-            axes[0].plot([e["step"] for e in log], [e["reward_mean"] for e in log], color=colours[method], alpha=0.6, label=label)
-            axes[1].plot([e["step"] for e in log], [e["kl"] for e in log], color=colours[method], alpha=0.6, label=label)
-            steps = sorted(run.get("evals", {}), key=int)
-            judged_means = [statistics.fmean(result["reference"]["scores"])]
-            judged_means += [statistics.fmean(run["evals"][k]["scores"]) for k in steps]
-            axes[2].plot([0] + [int(k) for k in steps], judged_means, "o-", color=colours[method], alpha=0.6, label=label)
+    colours = {"vanilla": "tab:blue", "variance-aware": "tab:green"}
+    runs = {m.replace("_", "-"): [result["runs"][f"{m}-h{h}"] for h in heads if f"{m}-h{h}" in result["runs"]] for m in METHODS}
+    plot_runs(axes, runs, colours, lambda e: statistics.fmean(e["scores"]), statistics.fmean(result["reference"]["scores"]))
     axes[1].axhspan(1.2, 1.4, color="grey", alpha=0.2, label="paper's final KL, 1.2-1.4")
     axes[0].set(title="Training reward (one head each)", xlabel="PPO step", ylabel="mean reward per batch")
     axes[1].set(title="KL to the reference (training batches)", xlabel="PPO step", ylabel="nats per response")
@@ -109,7 +99,6 @@ def plot(result: dict, heads: list[int], out_png: Path) -> None:
     axes[2].text(0.02, 0.02, "\n".join(text), transform=axes[2].transAxes, fontsize=7, va="bottom")
     for ax in axes:
         ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
     fig.suptitle("Uncertainty-aware RLHF at CPU scale: SmolLM2-135M, one policy per reward head")
     fig.tight_layout()
     fig.savefig(out_png, dpi=110)
