@@ -80,3 +80,32 @@ def plot_runs(axes, runs: dict, colours: dict, eval_value, reference_value: floa
                          "o-", color=colours[arm], alpha=0.6, label=label)
     for ax in axes:
         ax.grid(alpha=0.3)
+
+
+def last_common_eval(runs: list[dict]) -> str | None:
+    """The last evaluation step (a key of each run's `evals`) that every run of an arm has reached."""
+    common = set.intersection(*(set(r.get("evals", {})) for r in runs)) if runs else set()
+    return max(common, key=int) if common else None
+
+
+def train_and_evaluate(run: dict, run_dir: Path, steps: int, every: int, ppo_args: list, evaluate, save) -> None:
+    """Bring one PPO run to `steps` in segments of `every` steps; after each segment store
+    `evaluate(run_dir)` under run["evals"][step] with the training log, and `save()`. Segments the
+    run already holds are skipped, so an interrupted script picks up where it stopped."""
+    import statistics
+    import time
+
+    for step in range(every, steps + 1, every):
+        if str(step) in run["evals"]:
+            continue
+        t0 = time.perf_counter()
+        ppo_until(run_dir, step, ppo_args)
+        drop_old_checkpoints(run_dir)
+        run["seconds"] = run.get("seconds", 0.0) + time.perf_counter() - t0
+        run["evals"][str(step)] = evaluate(run_dir)
+        run["log"] = [{k: e[k] for k in ("step", "reward_mean", "kl", "entropy", "response_length")}
+                      for e in read_jsonl(run_dir / "log.jsonl")]
+        run.pop("final", None)
+        save()
+        values = next(iter(run["evals"][str(step)].values()))
+        print(f"{run_dir.name} step {step}: held-out metric {statistics.fmean(values):.3f}", flush=True)

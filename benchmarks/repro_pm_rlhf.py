@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
-from _run import (bootstrap_interval, drop_old_checkpoints, plot_runs, ppo_until, read_jsonl, rlhfkit, save_json,
+from _run import (bootstrap_interval, last_common_eval, plot_runs, read_jsonl, rlhfkit, save_json, train_and_evaluate,
                   write_jsonl)
 
 PAPER = {"kl": 1.16, "cpm": 0.68}  # OPT-1.3B, PM RLHF Table 2
@@ -55,10 +54,9 @@ def summarise(result: dict, arms: list[str], seeds: list[int]) -> dict:
     finals = {}
     for arm in arms:
         runs = [result["runs"].get(f"{arm}-s{s}", {}) for s in seeds]
-        common = set.intersection(*(set(r.get("evals", {})) for r in runs)) if runs else set()
-        if not common:
+        step = last_common_eval(runs)
+        if step is None:
             continue
-        step = max(common, key=int)
         values = [r["evals"][step]["pm_values"] for r in runs]
         finals[arm] = values
 
@@ -158,21 +156,9 @@ def main() -> None:
             name = f"{arm}-s{seed}"
             run = result["runs"].setdefault(name, {"evals": {}, "seconds": 0.0})
             run_dir = out / name
-            for step in range(a.eval_every, a.steps + 1, a.eval_every):
-                if str(step) in run["evals"]:
-                    continue
-                t0 = time.perf_counter()
-                ppo_until(run_dir, step, [*ppo, *flags[arm], "--seed", seed])
-                drop_old_checkpoints(run_dir)
-                run["seconds"] += time.perf_counter() - t0
-                run["evals"][str(step)] = {"pm_values": pm_values(out, run_dir, rm, test_prompts, a.samples,
-                                                                  a.max_new_tokens)}
-                run["log"] = [{k: e[k] for k in ("step", "reward_mean", "kl", "entropy", "response_length")}
-                              for e in read_jsonl(run_dir / "log.jsonl")]
-                run.pop("final", None)
-                save_json(result_path, result)
-                print(f"{name} step {step}: PM divergence {statistics.fmean(run['evals'][str(step)]['pm_values']):.3f}",
-                      flush=True)
+            train_and_evaluate(run, run_dir, a.steps, a.eval_every, [*ppo, *flags[arm], "--seed", seed],
+                               lambda d: {"pm_values": pm_values(out, d, rm, test_prompts, a.samples, a.max_new_tokens)},
+                               lambda: save_json(result_path, result))
             if "final" not in run and str(a.steps) in run["evals"]:
                 text, _ = rlhfkit("metrics", "generation", "--policy", run_dir, "--ref", a.policy, "--prompts", test_prompts,
                                   "--max-new-tokens", a.max_new_tokens, "--top-p", 0.9, "--seed", 1234)

@@ -22,10 +22,9 @@ import argparse
 import json
 import random
 import statistics
-import time
 from pathlib import Path
 
-from _run import (bootstrap_interval, drop_old_checkpoints, plot_runs, ppo_until, read_jsonl, rlhfkit, save_json,
+from _run import (bootstrap_interval, last_common_eval, plot_runs, read_jsonl, rlhfkit, save_json, train_and_evaluate,
                   write_jsonl)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -53,10 +52,9 @@ def summarise(result: dict, heads: list[int]) -> dict:
                                    "ci95": bootstrap_interval(lambda _, p: statistics.fmean(ref[i] for i in p), 1, len(ref))}}
     for method in METHODS:
         runs = [result["runs"].get(f"{method}-h{h}", {}) for h in heads]
-        common = set.intersection(*(set(r.get("evals", {})) for r in runs)) if runs else set()
-        if not common:
+        step = last_common_eval(runs)
+        if step is None:
             continue
-        step = max(common, key=int)
         scores = [r["evals"][step]["scores"] for r in runs]
 
         def policy_means(runs_idx, prompts_idx, scores=scores):
@@ -155,19 +153,9 @@ def main() -> None:
             flags = METHODS[method]
             name = f"{method}-h{head}"
             run = result["runs"].setdefault(name, {"evals": {}, "seconds": 0.0})
-            run_dir = out / name
-            for step in range(a.eval_every, a.steps + 1, a.eval_every):
-                if str(step) in run["evals"]:
-                    continue
-                t0 = time.perf_counter()
-                ppo_until(run_dir, step, [*common, *flags, "--reward-head", head, "--seed", head])
-                drop_old_checkpoints(run_dir)
-                run["seconds"] += time.perf_counter() - t0
-                run["evals"][str(step)] = {"scores": judged(run_dir, test_prompts, out / f"gens-{name}.jsonl", 10)}
-                run["log"] = [{k: e[k] for k in ("step", "reward_mean", "kl", "entropy", "response_length")}
-                              for e in read_jsonl(run_dir / "log.jsonl")]
-                save_json(result_path, result)
-                print(f"{name} step {step}: judged {statistics.fmean(run['evals'][str(step)]['scores']):.3f}", flush=True)
+            train_and_evaluate(run, out / name, a.steps, a.eval_every, [*common, *flags, "--reward-head", head, "--seed", head],
+                               lambda d: {"scores": judged(d, test_prompts, out / f"gens-{d.name}.jsonl", 10)},
+                               lambda: save_json(result_path, result))
     result["summary"] = summarise(result, a.heads)
     save_json(result_path, result)
     plot(result, a.heads, result_path.with_suffix(".png"))
