@@ -22,8 +22,16 @@ import json
 import statistics
 from pathlib import Path
 
-from _run import (bootstrap_interval, last_common_eval, plot_runs, read_jsonl, rlhfkit, save_json, train_and_evaluate,
-                  write_jsonl)
+from _run import (
+    bootstrap_interval,
+    last_common_eval,
+    plot_runs,
+    read_jsonl,
+    rlhfkit,
+    save_json,
+    train_and_evaluate,
+    write_jsonl,
+)
 
 PAPER = {"kl": 1.16, "cpm": 0.68}  # OPT-1.3B, PM RLHF Table 2
 

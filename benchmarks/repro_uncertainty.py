@@ -24,8 +24,16 @@ import random
 import statistics
 from pathlib import Path
 
-from _run import (bootstrap_interval, last_common_eval, plot_runs, read_jsonl, rlhfkit, save_json, train_and_evaluate,
-                  write_jsonl)
+from _run import (
+    bootstrap_interval,
+    last_common_eval,
+    plot_runs,
+    read_jsonl,
+    rlhfkit,
+    save_json,
+    train_and_evaluate,
+    write_jsonl,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PAPER = {"vanilla": {"mean": 0.34, "variance": 0.06}, "variance_aware": {"mean": 0.22, "variance": 0.012}}
@@ -91,7 +99,7 @@ def plot(result: dict, heads: list[int], out_png: Path) -> None:
     axes[1].set(title="KL to the reference (training batches)", xlabel="PPO step", ylabel="nats per response")
     axes[2].set(title="Judged sentiment (VADER), held-out openings", xlabel="PPO step", ylabel="mean compound score")
     s = result.get("summary", {})
-    text = [f"variance across policies at the last step: "
+    text = ["variance across policies at the last step: "
             + ", ".join(f"{m.replace('_', '-')} {s[m]['variance']:.4f}" for m in METHODS if m in s),
             "paper (40 policies, another judge): vanilla 0.06, variance-aware 0.012"]
     axes[2].text(0.02, 0.02, "\n".join(text), transform=axes[2].transAxes, fontsize=7, va="bottom")
