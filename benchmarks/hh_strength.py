@@ -9,7 +9,7 @@ Reports the AUROC of −strength_mean for finding our flips, the precision and r
 cannot all be wrong labels) and the fraction of original pairs with mean < 0 (the paper saw ~25% on
 HH-RLHF train).
 
-    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256]
+    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256] [--member-epochs 2]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--construction", choices=["new", "old", "two-stage"], default="new")
     ap.add_argument("--two-stage", action="store_true", help="same as --construction two-stage")
     ap.add_argument("--limit", type=int, default=None, help="a random sample of N pairs (the time budget names 1,000)")
+    ap.add_argument("--member-epochs", default=None, help="strength --member-epochs (new construction; default: strength's)")
     ap.add_argument("--out", default="bench-out/hh_strength")
     a = ap.parse_args()
     if a.two_stage:
@@ -64,7 +65,10 @@ def main() -> None:
                         "--warmup-ratio", "0.1", "--max-length", a.max_length, "--save-steps", "0", "--seed", str(a.seed)],
                        capture_output=True, text=True, check=True)
         extra = ["--in-sample", "--from-rm", str(out / "rm")]
+    if a.member_epochs and a.construction == "new":
+        extra = ["--member-epochs", a.member_epochs]
     tag = f"{a.construction}-n{a.limit}" if a.limit else a.construction
+    tag += f"-ep{a.member_epochs}" if a.member_epochs else ""
     strength_path = out / f"strength-{tag}.jsonl"
     p = subprocess.run([sys.executable, "-m", "rlhfkit", "strength", str(out / "pairs.jsonl"), "--model", a.model, *extra,
                         "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(strength_path),
@@ -76,8 +80,8 @@ def main() -> None:
     cleaned = [json.loads(line) for line in (out / f"clean-{tag}.jsonl").read_text().splitlines()]
     scored = [json.loads(line) for line in strength_path.read_text().splitlines()]
     original = [r for r in scored if not r["noisy"]]
-    result = {"pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
-              "construction": a.construction, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
+    result = {"command": "python benchmarks/hh_strength.py " + " ".join(sys.argv[1:]), "pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
+              "construction": a.construction, "member_epochs": a.member_epochs, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
               "seconds": s.get("seconds"), "noise_rate_estimate": s.get("noise_rate_estimate"),
               "default_flip_precision": cl["flip_quality"]["precision"], "default_flip_recall": cl["flip_quality"]["recall"],
               "default_flips": cl["flip_quality"]["flipped"],

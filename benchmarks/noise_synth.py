@@ -15,6 +15,20 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
     robust     the new default's data, trained through the noise left: train-rm --noise-rate (clean's
                expected share of wrong labels left), the unbiased loss of Provably Robust DPO
 
+Levers (strength settings stronger than the default, each followed by clean --flip; --variants):
+
+    members-2ep, members-3ep   cross-fitted members fine-tuned 2 or 3 epochs (default 1)
+    rounds-2                   a second cross-fitting round on the first round's corrections
+    members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
+    members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
+    new-p0.9, new-p0.95        the default strength, flip at P(label wrong) >= 0.9 or 0.95
+
+Diagnoses (they read the gold labels; not methods): which wrong labels does the reward model mind?
+
+    oracle-detected   put right exactly the wrong labels the new default flips (its false flips left out)
+    oracle-random     put right as many wrong labels, drawn at random
+    oracle-easy       put right every wrong label whose true score difference is >= 2
+
 A minilm reward model (2 epochs, lr 5e-5, batch 16) is trained on each set and scored on 500 clean
 held-out pairs (`synth --n 500 --noise 0 --seed 10000+S`). Reported per run: flip precision and
 recall against the injected noise, AUROC of -strength_mean, the fraction of pairs flipped, the
@@ -30,13 +44,25 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import statistics
 import time
 from pathlib import Path
 
 from _run import read_jsonl, rlhfkit, write_jsonl
 
-VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", "robust")
+# Stronger strength settings, each followed by `clean` (the levers measured against the default).
+LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
+          "members-3ep": (["--member-epochs", "3"], ["--flip"]),
+          "rounds-2": (["--rounds", "2"], ["--flip"]),
+          "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
+          "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
+          "new-p0.9": ([], ["--flip", "--confidence", "0.9"]),
+          "new-p0.95": ([], ["--flip", "--confidence", "0.95"])}
+# Diagnoses, not methods: they read the gold labels to ask which wrong labels matter to the reward model.
+ORACLES = ("oracle-detected", "oracle-random", "oracle-easy")
+VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", "robust", *LEVERS, *ORACLES)
+DEFAULT_VARIANTS = VARIANTS[:9]
 CLEAN_FLAGS = {"new": ["--flip"], "drop": ["--drop-wrong"], "flip+drop": ["--flip", "--drop-uncertain", "0.3"],
                "soft": ["--flip", "--soft"]}
 
@@ -62,6 +88,47 @@ def flip(row: dict) -> dict:
     return out
 
 
+def oracle_rows(kind: str, noisy: list[dict], cleaned_by_default: list[dict], seed: int) -> list[dict]:
+    """The noisy pairs with some wrong labels put right by their gold labels:
+
+    oracle-detected  exactly the wrong labels the new default flips (its false flips left out)
+    oracle-random    as many wrong labels as that, drawn at random
+    oracle-easy      every wrong label whose true reward difference is at least 2 (synth's scores are integers)
+    """
+    wrong = [r["id"] for r in noisy if r["gold_chosen"] < r["gold_rejected"]]
+    detected = {r["id"] for r in cleaned_by_default if r.get("clean_action") == "flip"} & set(wrong)
+    if kind == "oracle-detected":
+        fix = detected
+    elif kind == "oracle-random":
+        fix = set(random.Random(seed).sample(wrong, len(detected)))
+    else:
+        fix = {r["id"] for r in noisy if r["gold_rejected"] - r["gold_chosen"] >= 2}
+    return [dict(flip(r), clean_action="flip") if r["id"] in fix else dict(r, clean_action="keep")
+            for r in noisy]
+
+
+def strength_name(flags: list[str]) -> str:
+    """A file-name tag for a strength setting: ['--member-epochs', '2'] -> 'member-epochs-2'."""
+    return "-".join(f.lstrip("-") for f in flags) or "new"
+
+
+def save(path: Path, result: dict) -> None:
+    """Write a cell's result merged over what is on disk, so two runs growing the same cell keep each other's numbers."""
+    on_disk = json.loads(path.read_text()) if path.exists() else {}
+    for key, value in result.items():
+        if isinstance(value, dict) and isinstance(on_disk.get(key), dict):
+            for k, v in value.items():
+                on_disk[key][k] = dict(on_disk[key][k], **v) if isinstance(v, dict) and isinstance(on_disk[key].get(k), dict) else v
+        else:
+            on_disk[key] = value
+    path.write_text(json.dumps(on_disk, indent=1))
+    for key, value in on_disk.items():  # in place: callers hold references to the nested dicts
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key].update({k: v for k, v in value.items() if k not in result[key]})
+        else:
+            result[key] = value
+
+
 def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], model: str, epochs: str) -> dict:
     cell = out / f"n{n}-noise{noise}-seed{seed}"
     cell.mkdir(parents=True, exist_ok=True)
@@ -85,7 +152,7 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
             result[key] = {k: s.get(k) for k in ("noisy_auroc", "noise_rate_estimate", "p_wrong_ece",
                                                  "fraction_mean_below_0")}
             result[key]["seconds"] = round(time.perf_counter() - t0, 1)
-            result_path.write_text(json.dumps(result, indent=1))
+            save(result_path, result)
         return result[key]
 
     strength("new")
@@ -103,6 +170,15 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
         if not path.exists():
             if v == "old":
                 _, summary = rlhfkit("clean", cell / "strength-old.jsonl", "--flip-below", 0, "--out", path)
+            elif v in LEVERS:
+                strength_flags, clean_flags = LEVERS[v]
+                strength(strength_name(strength_flags), *strength_flags)
+                _, summary = rlhfkit("clean", cell / f"strength-{strength_name(strength_flags)}.jsonl", *clean_flags,
+                                     "--out", path)
+            elif v in ORACLES:
+                if not (cell / "clean-new.jsonl").exists():
+                    rlhfkit("clean", cell / "strength-new.jsonl", *CLEAN_FLAGS["new"], "--out", cell / "clean-new.jsonl")
+                write_jsonl(path, oracle_rows(v, read_jsonl(noisy), read_jsonl(cell / "clean-new.jsonl"), seed))
             elif v == "cleanlab":
                 rows = read_jsonl(cell / "strength-new.jsonl")
                 flags = flipped_by_cleanlab(rows)
@@ -123,7 +199,7 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
                           "wrong_labels_left": sum(bool(r["gold_chosen"] < r["gold_rejected"]) for r in rows)})
             if summary.get("expected_noise_left") is not None:
                 entry["expected_noise_left"] = summary["expected_noise_left"]
-            result_path.write_text(json.dumps(result, indent=1))
+            save(result_path, result)
         sets[v] = path
     if "robust" in variants:
         sets["robust"] = sets.get("new", cell / "clean-new.jsonl")
@@ -139,6 +215,11 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
         if v == "gold" and (gold_model / "rlhfkit.json").exists():
             acc[v] = json.loads((gold_model / "accuracy.json").read_text())["accuracy"]
             continue
+        if (target / "model.safetensors").exists():  # trained by a run that stopped before recording it
+            scored = [json.loads(line) for line in rlhfkit("score", held, "--reward", target)[0].splitlines()]
+            acc[v] = sum(r["reward_chosen"] > r["reward_rejected"] for r in scored) / len(scored)
+            save(result_path, result)
+            continue
         extra = ["--noise-rate", min(0.45, quality["new"]["expected_noise_left"])] if v == "robust" else []
         _, tr = rlhfkit("train-rm", sets[v], "--model", model, "--out", target, "--lr", "5e-5", "--batch-size", 16,
                         "--epochs", epochs, "--warmup-ratio", 0.1, "--save-steps", 0, "--eval", held, "--seed", seed,
@@ -146,8 +227,8 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
         acc[v] = tr["eval_accuracy"]
         if v == "gold":
             (gold_model / "accuracy.json").write_text(json.dumps({"accuracy": acc[v]}))
-        result_path.write_text(json.dumps(result, indent=1))
-    result_path.write_text(json.dumps(result, indent=1))
+        save(result_path, result)
+    save(result_path, result)
     return result
 
 
@@ -186,7 +267,9 @@ def table(out: Path) -> str:
     lines += ["", "| n | noise | strength | AUROC of −mean | noise-rate estimate | ECE of P(wrong) | seconds |",
               "|---|---|---|---|---|---|---|"]
     for (n, noise), cs in sorted(by_level.items()):
-        for name in ("new", "old"):
+        names = sorted({k[len("strength_"):] for c in cs for k in c if k.startswith("strength_")},
+                       key=lambda k: (k not in ("new", "old"), k))
+        for name in names:
             s = [c.get(f"strength_{name}") for c in cs if c.get(f"strength_{name}")]
             if s:
                 lines.append(f"| {n} | {noise} | {name} ({len(s)} seeds) | {ms([x['noisy_auroc'] for x in s])} | "
@@ -200,7 +283,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.4])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
+                    help=f"default: {' '.join(DEFAULT_VARIANTS)}; also the levers {' '.join(LEVERS)} and the "
+                         f"gold-label diagnoses {' '.join(ORACLES)}")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--epochs", default="2")
     ap.add_argument("--out", default="bench-out/noise_synth")

@@ -140,3 +140,37 @@ def test_strength_and_clean_decide_nothing_from_synth_truth(tmp_path):
         assert cl.exit_code == 0, cl.stderr
         outs.append([(x["strength_mean"], x["clean_action"]) for x in read_jsonl(cl.stdout)])
     assert outs[0] == outs[1]
+
+
+def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
+    """The diagnoses in benchmarks/noise_synth.py read gold labels; each must fix what it says and nothing else."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location("noise_synth", bench / "noise_synth.py")
+        ns = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(ns)
+    finally:
+        sys.path.remove(str(bench))
+    noisy = list(synth.pairs(400, 0.3, seed=3))
+    wrong = {r["id"] for r in noisy if r["gold_chosen"] < r["gold_rejected"]}
+    # a "default" that flipped 20 wrong labels and 5 right ones
+    picked = sorted(wrong)[:20] + sorted({r["id"] for r in noisy} - wrong)[:5]
+    default = [dict(r, clean_action="flip" if r["id"] in picked else "keep") for r in noisy]
+
+    def wrong_after(rows):
+        return {r["id"] for r in rows if r["gold_chosen"] < r["gold_rejected"]}
+
+    detected = ns.oracle_rows("oracle-detected", noisy, default, seed=0)
+    assert wrong_after(detected) == wrong - set(sorted(wrong)[:20])
+    random_fix = ns.oracle_rows("oracle-random", noisy, default, seed=0)
+    assert len(wrong - wrong_after(random_fix)) == 20 and wrong_after(random_fix) <= wrong
+    easy = ns.oracle_rows("oracle-easy", noisy, default, seed=0)
+    assert all(abs(r["gold_chosen"] - r["gold_rejected"]) < 2 for r in easy if r["id"] in wrong_after(easy))
+    assert wrong_after(easy) == {r["id"] for r in noisy if r["id"] in wrong and r["gold_rejected"] - r["gold_chosen"] < 2}
+    for rows in (detected, random_fix, easy):  # a fixed pair is the same two texts, swapped
+        assert [sorted((r["chosen"], r["rejected"])) for r in rows] == [sorted((r["chosen"], r["rejected"])) for r in noisy]
