@@ -174,3 +174,12 @@ def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
     assert wrong_after(easy) == {r["id"] for r in noisy if r["id"] in wrong and r["gold_rejected"] - r["gold_chosen"] < 2}
     for rows in (detected, random_fix, easy):  # a fixed pair is the same two texts, swapped
         assert [sorted((r["chosen"], r["rejected"])) for r in rows] == [sorted((r["chosen"], r["rejected"])) for r in noisy]
+
+
+def test_strength_summary_names_the_cpu_default_and_the_stronger_flag(tmp_path):
+    """The issue's rule for a budget-forced default: say so in the summary line, and make the stronger setting one flag."""
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(12, 0.25, seed=0))
+    weak = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2).stderr)
+    assert weak["member_epochs"] == 1 and "--member-epochs 3" in weak["stronger"]
+    strong = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2, "--member-epochs", 3).stderr)
+    assert strong["member_epochs"] == 3 and "stronger" not in strong
