@@ -17,7 +17,7 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
 
 Levers (strength settings stronger than the default, each followed by clean --flip; --variants):
 
-    members-2ep, members-3ep   cross-fitted members fine-tuned 2 or 3 epochs (default 1)
+    members-2ep, -3ep, -5ep    cross-fitted members fine-tuned 2, 3 or 5 epochs (default 1)
     rounds-2                   a second cross-fitting round on the first round's corrections
     members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
     members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
@@ -54,6 +54,7 @@ from _run import read_jsonl, rlhfkit, write_jsonl
 # Stronger strength settings, each followed by `clean` (the levers measured against the default).
 LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
           "members-3ep": (["--member-epochs", "3"], ["--flip"]),
+          "members-5ep": (["--member-epochs", "5"], ["--flip"]),
           "rounds-2": (["--rounds", "2"], ["--flip"]),
           "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
           "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
