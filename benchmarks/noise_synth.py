@@ -113,21 +113,20 @@ def strength_name(flags: list[str]) -> str:
     return "-".join(f.lstrip("-") for f in flags) or "new"
 
 
+def add_missing(into: dict, other: dict) -> None:
+    """Copy into ``into`` (in place, nested dicts too) whatever ``other`` has and it lacks."""
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            add_missing(into[key], value)
+        elif key not in into:
+            into[key] = value
+
+
 def save(path: Path, result: dict) -> None:
-    """Write a cell's result merged over what is on disk, so two runs growing the same cell keep each other's numbers."""
-    on_disk = json.loads(path.read_text()) if path.exists() else {}
-    for key, value in result.items():
-        if isinstance(value, dict) and isinstance(on_disk.get(key), dict):
-            for k, v in value.items():
-                on_disk[key][k] = dict(on_disk[key][k], **v) if isinstance(v, dict) and isinstance(on_disk[key].get(k), dict) else v
-        else:
-            on_disk[key] = value
-    path.write_text(json.dumps(on_disk, indent=1))
-    for key, value in on_disk.items():  # in place: callers hold references to the nested dicts
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key].update({k: v for k, v in value.items() if k not in result[key]})
-        else:
-            result[key] = value
+    """Write a cell's result with what another run wrote meanwhile kept (this run's numbers win)."""
+    if path.exists():
+        add_missing(result, json.loads(path.read_text()))
+    path.write_text(json.dumps(result, indent=1))
 
 
 def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], model: str, epochs: str) -> dict:

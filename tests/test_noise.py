@@ -1,5 +1,6 @@
 """Issue 12: out-of-sample strength, the noise-rate estimate, calibrated P(label wrong), the flip rule."""
 
+import json
 
 import pytest
 import torch
@@ -142,8 +143,8 @@ def test_strength_and_clean_decide_nothing_from_synth_truth(tmp_path):
     assert outs[0] == outs[1]
 
 
-def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
-    """The diagnoses in benchmarks/noise_synth.py read gold labels; each must fix what it says and nothing else."""
+def noise_synth_benchmark():
+    """benchmarks/noise_synth.py as a module (it imports its sibling _run.py)."""
     import importlib.util
     import sys
     from pathlib import Path
@@ -152,10 +153,30 @@ def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
     sys.path.insert(0, str(bench))
     try:
         spec = importlib.util.spec_from_file_location("noise_synth", bench / "noise_synth.py")
-        ns = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(ns)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(bench))
+    return module
+
+
+def test_benchmark_cells_written_by_two_runs_keep_both_runs_numbers(tmp_path):
+    ns = noise_synth_benchmark()
+    path = tmp_path / "result.json"
+    first = {"heldout_accuracy": {"noisy": 0.9}, "flip_quality": {"new": {"flipped": 3}}}
+    second = {"heldout_accuracy": {"gold": 0.97}, "flip_quality": {"new": {"kept": 10}}}
+    ns.save(path, first)
+    acc = second["heldout_accuracy"]  # run_cell holds this reference and keeps writing into it
+    ns.save(path, second)
+    acc["drop"] = 0.8
+    ns.save(path, second)
+    assert json.loads(path.read_text()) == {"heldout_accuracy": {"noisy": 0.9, "gold": 0.97, "drop": 0.8},
+                                            "flip_quality": {"new": {"flipped": 3, "kept": 10}}}
+
+
+def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
+    """The diagnoses in benchmarks/noise_synth.py read gold labels; each must fix what it says and nothing else."""
+    ns = noise_synth_benchmark()
     noisy = list(synth.pairs(400, 0.3, seed=3))
     wrong = {r["id"] for r in noisy if r["gold_chosen"] < r["gold_rejected"]}
     # a "default" that flipped 20 wrong labels and 5 right ones
