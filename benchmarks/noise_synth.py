@@ -13,7 +13,10 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
     flip+drop  flip the confident ones, drop the uncertain ones (clean --flip --drop-uncertain 0.3)
     soft       flip the confident ones, soft labels from P(label wrong) on every pair (clean --flip --soft)
     robust     the new default's data, trained through the noise left: train-rm --noise-rate (clean's
-               expected share of wrong labels left), the unbiased loss of Provably Robust DPO
+               expected share of wrong labels left) --noise-loss unbiased (Provably Robust DPO)
+    forward    the data as given, trained through all its noise: train-rm --noise-rate (strength's
+               estimate) with the noisy-channel likelihood (--noise-loss forward)
+    new+forward  the new default's data, train-rm --noise-rate (the rate clean expects is left), forward loss
 
 Levers (strength settings stronger than the default, each followed by clean --flip; --variants):
 
@@ -62,7 +65,11 @@ LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
           "new-p0.95": ([], ["--flip", "--confidence", "0.95"])}
 # Diagnoses, not methods: they read the gold labels to ask which wrong labels matter to the reward model.
 ORACLES = ("oracle-detected", "oracle-random", "oracle-easy")
-VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", "robust", *LEVERS, *ORACLES)
+# Training through the noise instead of (or after) cleaning: variant -> (training set, train-rm --noise-loss,
+# where the rate comes from: strength's estimate for the data as given, or clean's expected rate left).
+THROUGH = {"robust": ("new", "unbiased", "left"), "forward": ("noisy", "forward", "estimate"),
+           "new+forward": ("new", "forward", "left")}
+VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", *THROUGH, *LEVERS, *ORACLES)
 DEFAULT_VARIANTS = VARIANTS[:9]
 CLEAN_FLAGS = {"new": ["--flip"], "drop": ["--drop-wrong"], "flip+drop": ["--flip", "--drop-uncertain", "0.3"],
                "soft": ["--flip", "--soft"]}
@@ -146,7 +153,7 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
     def strength(name: str, *flags) -> dict:
         path = cell / f"strength-{name}.jsonl"
         key = f"strength_{name}"
-        if key not in result:
+        if key not in result or not path.exists():  # a result copied from elsewhere still needs its file
             t0 = time.perf_counter()
             _, s = rlhfkit("strength", noisy, "--model", model, *flags, "--seed", seed, "--out", path)
             result[key] = {k: s.get(k) for k in ("noisy_auroc", "noise_rate_estimate", "p_wrong_ece",
@@ -163,8 +170,8 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
     for v in variants:
         if v in sets:
             continue
-        if v == "robust":
-            continue  # trains on clean-new.jsonl below
+        if v in THROUGH:
+            continue  # trains on a set made here (noisy or clean-new.jsonl) below
         path = cell / f"clean-{v}.jsonl"
         summary: dict = {}
         if not path.exists():
@@ -201,9 +208,10 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
                 entry["expected_noise_left"] = summary["expected_noise_left"]
             save(result_path, result)
         sets[v] = path
-    if "robust" in variants:
-        sets["robust"] = sets.get("new", cell / "clean-new.jsonl")
-        if "expected_noise_left" not in quality.get("new", {}) or quality["new"]["expected_noise_left"] is None:
+    for v in set(variants) & set(THROUGH):
+        base = THROUGH[v][0]
+        sets[v] = noisy if base == "noisy" else sets.get("new", cell / "clean-new.jsonl")
+        if base == "new" and quality.get("new", {}).get("expected_noise_left") is None:
             _, s = rlhfkit("clean", cell / "strength-new.jsonl", "--flip", "--out", cell / "clean-new.jsonl")
             quality.setdefault("new", {})["expected_noise_left"] = s.get("expected_noise_left")
     acc = result["heldout_accuracy"]
@@ -220,7 +228,11 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
             acc[v] = sum(r["reward_chosen"] > r["reward_rejected"] for r in scored) / len(scored)
             save(result_path, result)
             continue
-        extra = ["--noise-rate", min(0.45, quality["new"]["expected_noise_left"])] if v == "robust" else []
+        extra = []
+        if v in THROUGH:
+            _, loss, source = THROUGH[v]
+            rate = quality["new"]["expected_noise_left"] if source == "left" else result["strength_new"]["noise_rate_estimate"]
+            extra = ["--noise-rate", min(0.45, rate), "--noise-loss", loss]
         _, tr = rlhfkit("train-rm", sets[v], "--model", model, "--out", target, "--lr", "5e-5", "--batch-size", 16,
                         "--epochs", epochs, "--warmup-ratio", 0.1, "--save-steps", 0, "--eval", held, "--seed", seed,
                         *extra)

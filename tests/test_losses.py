@@ -114,3 +114,48 @@ def test_robust_loss_is_unbiased_under_random_flips():
     assert losses.robust_pair_loss(torch.tensor([0.0]), 0.2).item() == pytest.approx(math.log(2))
     with pytest.raises(ValueError):
         losses.robust_pair_loss(delta, 0.5)
+
+
+def test_noisy_channel_loss_by_hand_and_at_its_limits():
+    """−log[(1 − ε)σ(Δ) + εσ(−Δ)]: plain BT at ε = 0, a constant (no pull) at ε = 1/2."""
+    delta = torch.tensor([-3.0, -0.5, 0.0, 1.0, 4.0], dtype=torch.float64)
+    assert torch.allclose(losses.noisy_channel_pair_loss(delta, 0.0), losses.pair_loss(delta), atol=1e-5)
+    assert torch.allclose(losses.noisy_channel_pair_loss(delta, 0.5), torch.full_like(delta, math.log(2)))
+    # by hand, Δ = 2, ε = 0.2: 0.8·σ(2) + 0.2·σ(−2) = 0.8·0.880797 + 0.2·0.119203 = 0.728478
+    sig = 1 / (1 + math.exp(-2))
+    by_hand = -math.log(0.8 * sig + 0.2 * (1 - sig))
+    assert losses.noisy_channel_pair_loss(torch.tensor([2.0], dtype=torch.float64), 0.2).item() == pytest.approx(by_hand)
+    # one rate per pair, and a soft label weighs the two outcomes
+    per_pair = losses.noisy_channel_pair_loss(delta, torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
+    for d, e, got in zip(delta.tolist(), (0.0, 0.1, 0.2, 0.3, 0.4), per_pair.tolist()):
+        s = 1 / (1 + math.exp(-d))
+        assert got == pytest.approx(-math.log((1 - e) * s + e * (1 - s)), rel=1e-4)
+    soft = losses.noisy_channel_pair_loss(delta, 0.2, torch.full_like(delta, 0.7))
+    mix = 0.7 * losses.noisy_channel_pair_loss(delta, 0.2) + 0.3 * losses.noisy_channel_pair_loss(-delta, 0.2)
+    assert torch.allclose(soft, mix)
+
+
+def test_noisy_channel_loss_stops_pulling_on_confidently_contradicted_pairs():
+    """A wrong label on a pair the model orders right with a large margin: plain BT keeps pulling
+    (gradient → 1), the noisy-channel loss lets go (gradient → 0) and is bounded by −log ε."""
+    delta = torch.tensor([-12.0], dtype=torch.float64, requires_grad=True)
+    losses.pair_loss(delta).sum().backward()
+    bt_grad = delta.grad.abs().item()
+    delta.grad = None
+    value = losses.noisy_channel_pair_loss(delta, 0.2)
+    value.sum().backward()
+    assert bt_grad > 0.99
+    assert delta.grad.abs().item() < 1e-3
+    assert value.item() < -math.log(0.2) + 1e-9
+
+
+def test_noisy_channel_loss_is_minimised_at_the_true_margin():
+    """A proper likelihood: with true P(chosen better) = σ(Δ*) and labels flipped at rate ε, the
+    expected loss over what the annotator reports is smallest at Δ = Δ*."""
+    grid = torch.linspace(-6, 6, 12001, dtype=torch.float64)
+    for true_delta, eps in ((1.5, 0.2), (-0.8, 0.1), (3.0, 0.35)):
+        p_true = 1 / (1 + math.exp(-true_delta))
+        reported_chosen = (1 - eps) * p_true + eps * (1 - p_true)  # P(the annotator says chosen is better)
+        expected = (reported_chosen * losses.noisy_channel_pair_loss(grid, eps)
+                    + (1 - reported_chosen) * losses.noisy_channel_pair_loss(-grid, eps))
+        assert grid[expected.argmin()].item() == pytest.approx(true_delta, abs=2e-3)

@@ -19,6 +19,7 @@ def train_rm(
     margin_scale: float = typer.Option(1.0, "--margin-scale", min=0, metavar="X", help="Multiplies each record's 'margin' (0 disables margins)."),
     label_smoothing: float = typer.Option(0.0, "--label-smoothing", callback=below_half, metavar="X", help="Soft label p -> p(1-a) + (1-p)a for every pair."),
     noise_rate: float = typer.Option(0.0, "--noise-rate", callback=below_half, metavar="EPS", help="Train through label noise: the unbiased loss for labels flipped at random with rate EPS (Provably Robust DPO); `clean` prints the expected rate left after cleaning. Margins are not used with it."),
+    noise_loss: str = typer.Option("forward", "--noise-loss", metavar="forward|unbiased", help="With --noise-rate: forward (the likelihood of the label through a noisy annotator; bounded) or unbiased (Provably Robust DPO)."),
     utility: str = typer.Option("x", "--utility", metavar="x|log|x_inv|logsigmoid|adaptive", help="Ranking utility: x, log, x_inv, logsigmoid or adaptive."),
     open_utility: str = typer.Option("x_inv", "--open-utility", metavar="UTILITY", help="adaptive: utility for open-ended prompts."),
     closed_utility: str = typer.Option("x", "--closed-utility", metavar="UTILITY", help="adaptive: utility for closed-ended prompts."),

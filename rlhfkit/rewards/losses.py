@@ -40,6 +40,25 @@ def robust_pair_loss(delta: torch.Tensor, noise_rate: float, label: torch.Tensor
     return ((1 - noise_rate) * given - noise_rate * flipped) / (1 - 2 * noise_rate)
 
 
+def noisy_channel_pair_loss(delta: torch.Tensor, flip_prob: torch.Tensor | float,
+                            label: torch.Tensor | None = None) -> torch.Tensor:
+    """Bradley–Terry seen through a noisy annotator (forward correction, Patrini et al. 2017), per pair:
+
+        P(label as given) = (1 − ε)·σ(Δ) + ε·σ(−Δ),   ℓ = −log P(label as given)
+
+    with ε the chance the label was flipped (one rate, or one per pair). Unlike plain BT, a pair the
+    model confidently orders against its label costs at most −log ε and stops pulling: wrong labels
+    cannot drag the model once it has learnt the truth. ε = 0 is plain BT; ε = 1/2 ignores the pair.
+    A soft label p weighs the two outcomes: −[p·log P(as given) + (1 − p)·log P(swapped)].
+    """
+    eps = torch.as_tensor(flip_prob, dtype=delta.dtype, device=delta.device).clamp(1e-6, 1 - 1e-6)
+    as_given = torch.logaddexp(torch.log1p(-eps) + F.logsigmoid(delta), torch.log(eps) + F.logsigmoid(-delta))
+    if label is None:
+        return -as_given
+    swapped = torch.logaddexp(torch.log1p(-eps) + F.logsigmoid(-delta), torch.log(eps) + F.logsigmoid(delta))
+    return -(label * as_given + (1 - label) * swapped)
+
+
 # ---------------------------------------------------------------- ranking utilities (Reward Collapse)
 
 def utility_loss(delta: torch.Tensor, utility: str, eps: float = EPS_UTILITY) -> torch.Tensor:

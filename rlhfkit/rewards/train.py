@@ -43,7 +43,8 @@ class TrainConfig:
     loss: str = "bt"  # bt (pairs: margin and soft labels included) | ranking
     margin_scale: float = 1.0
     label_smoothing: float = 0.0
-    noise_rate: float = 0.0  # > 0: the unbiased loss under random label flips at this rate
+    noise_rate: float = 0.0  # > 0: train through random label flips at this rate
+    noise_loss: str = "forward"  # forward (noisy-channel likelihood) | unbiased (Provably Robust DPO)
     utility: str = "x"
     open_utility: str = "x_inv"
     closed_utility: str = "x"
@@ -93,6 +94,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError("--contrastive works with pair records (--loss bt)")
     if not 0 <= cfg.noise_rate < 0.5:
         raise UsageError(f"--noise-rate must lie in [0, 0.5), got {cfg.noise_rate}")
+    if cfg.noise_loss not in ("forward", "unbiased"):
+        raise UsageError(f"--noise-loss must be 'forward' or 'unbiased', got {cfg.noise_loss!r}")
     if cfg.noise_rate > 0 and cfg.loss != "bt":
         raise UsageError("--noise-rate applies to pair records (--loss bt)")
     if not 0 <= cfg.label_smoothing < 0.5:
@@ -155,8 +158,10 @@ def pair_batch_loss(module: nn.Module, data: PairData, idx: list[int], cfg: Trai
     ids, mask = pad_batch(seqs, pad_id, device)
     rewards, cl_loss = module(ids, mask, n_pairs=len(idx))
     delta = rewards[: len(idx)] - rewards[len(idx):]
-    if cfg.noise_rate > 0:
+    if cfg.noise_rate > 0 and cfg.noise_loss == "unbiased":
         loss = losses.robust_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
+    elif cfg.noise_rate > 0:
+        loss = losses.noisy_channel_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
     else:
         loss = losses.pair_loss(delta, data.margin[idx].to(device), data.label[idx].to(device)).mean()
     if cl_loss is not None:
