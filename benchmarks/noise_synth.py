@@ -22,6 +22,8 @@ Levers (strength settings stronger than the default, each followed by clean --fl
 
     members-2ep, -3ep, -5ep    cross-fitted members fine-tuned 2, 3 or 5 epochs (default 1)
     rounds-2                   a second cross-fitting round on the first round's corrections
+    members-lr1.5e-4           1-epoch members at 3x the learning rate (the default's time)
+    members-lr1e-4-b8          1-epoch members at 2x the learning rate, batch 8 (twice the steps, same time)
     members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
     members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
     new-p0.9, new-p0.95        the default strength, flip at P(label wrong) >= 0.9 or 0.95
@@ -59,6 +61,8 @@ LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
           "members-3ep": (["--member-epochs", "3"], ["--flip"]),
           "members-5ep": (["--member-epochs", "5"], ["--flip"]),
           "rounds-2": (["--rounds", "2"], ["--flip"]),
+          "members-lr1.5e-4": (["--member-lr", "1.5e-4"], ["--flip"]),
+          "members-lr1e-4-b8": (["--member-lr", "1e-4", "--batch-size", "8"], ["--flip"]),
           "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
           "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
           "new-p0.9": ([], ["--flip", "--confidence", "0.9"]),
