@@ -12,6 +12,7 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
     drop       the new rule's pairs dropped instead of flipped (clean --drop-wrong)
     flip+drop  flip the confident ones, drop the uncertain ones (clean --flip --drop-uncertain 0.3)
     soft       flip the confident ones, soft labels from P(label wrong) on every pair (clean --flip --soft)
+    flip+margin  flip the confident ones, margin 0.5 * max(strength, 0) on every pair (clean --flip --margin)
     robust     the new default's data, trained through the noise left: train-rm --noise-rate (clean's
                expected share of wrong labels left) --noise-loss unbiased (Provably Robust DPO)
     forward    the data as given, trained through all its noise: train-rm --noise-rate (strength's
@@ -24,6 +25,9 @@ Levers (strength settings stronger than the default, each followed by clean --fl
     rounds-2                   a second cross-fitting round on the first round's corrections
     members-lr1.5e-4           1-epoch members at 3x the learning rate (the default's time)
     members-lr1e-4-b8          1-epoch members at 2x the learning rate, batch 8 (twice the steps, same time)
+    folds3-3ep                 3 folds, members 3 epochs on 2/3 of the pairs (1.5x the default's time)
+    folds2-4ep                 2 folds, members 4 epochs on half the pairs (the default's time)
+    rounds-2-3ep               two rounds of 3-epoch members (about 6x the default's time)
     members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
     members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
     new-p0.9, new-p0.95        the default strength, flip at P(label wrong) >= 0.9 or 0.95
@@ -63,6 +67,9 @@ LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
           "rounds-2": (["--rounds", "2"], ["--flip"]),
           "members-lr1.5e-4": (["--member-lr", "1.5e-4"], ["--flip"]),
           "members-lr1e-4-b8": (["--member-lr", "1e-4", "--batch-size", "8"], ["--flip"]),
+          "folds3-3ep": (["--folds", "3", "--member-epochs", "3"], ["--flip"]),
+          "folds2-4ep": (["--folds", "2", "--member-epochs", "4"], ["--flip"]),
+          "rounds-2-3ep": (["--rounds", "2", "--member-epochs", "3"], ["--flip"]),
           "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
           "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
           "new-p0.9": ([], ["--flip", "--confidence", "0.9"]),
@@ -73,10 +80,10 @@ ORACLES = ("oracle-detected", "oracle-random", "oracle-easy")
 # where the rate comes from: strength's estimate for the data as given, or clean's expected rate left).
 THROUGH = {"robust": ("new", "unbiased", "left"), "forward": ("noisy", "forward", "estimate"),
            "new+forward": ("new", "forward", "left")}
-VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", *THROUGH, *LEVERS, *ORACLES)
+VARIANTS = ("noisy", "gold", "old", "new", "cleanlab", "drop", "flip+drop", "soft", "flip+margin", *THROUGH, *LEVERS, *ORACLES)
 DEFAULT_VARIANTS = VARIANTS[:9]
 CLEAN_FLAGS = {"new": ["--flip"], "drop": ["--drop-wrong"], "flip+drop": ["--flip", "--drop-uncertain", "0.3"],
-               "soft": ["--flip", "--soft"]}
+               "soft": ["--flip", "--soft"], "flip+margin": ["--flip", "--margin"]}
 
 
 def flipped_by_cleanlab(strength_rows: list[dict]) -> list[bool]:

@@ -204,3 +204,34 @@ def test_strength_summary_names_the_cpu_default_and_the_stronger_flag(tmp_path):
     assert weak["member_epochs"] == 1 and "--member-epochs 3" in weak["stronger"]
     strong = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2, "--member-epochs", 3).stderr)
     assert strong["member_epochs"] == 3 and "stronger" not in strong
+
+
+def test_train_rm_noise_rate_trains_with_the_loss_it_names():
+    """The loss a batch gets: plain BT (with its margin) without --noise-rate; the noisy-channel
+    likelihood at ε (margin inside) by default with it; Provably Robust DPO's with --noise-loss unbiased."""
+    from rlhfkit.rewards import losses
+    from rlhfkit.rewards.data import PairData
+    from rlhfkit.rewards.train import TrainConfig, pair_batch_loss
+
+    class FirstToken(torch.nn.Module):  # reward = first token id / 10
+        def forward(self, ids, mask, n_pairs=0):
+            return ids[:, 0].double() / 10, None
+
+    margin = torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    data = PairData(chosen=[[30], [12], [5]], rejected=[[10], [20], [5]], margin=margin, label=torch.ones(3))
+    delta = torch.tensor([2.0, -0.8, 0.0], dtype=torch.float64)
+
+    def loss(**cfg):
+        return pair_batch_loss(FirstToken(), data, [0, 1, 2], TrainConfig(model="x", out=None, **cfg), 0, "cpu")[0].item()
+
+    assert loss() == pytest.approx(losses.pair_loss(delta - margin).mean().item())
+    assert loss(noise_rate=0.1) == pytest.approx(losses.noisy_channel_pair_loss(delta - margin, 0.1).mean().item())
+    assert loss(noise_rate=0.1, noise_loss="unbiased") == pytest.approx(losses.robust_pair_loss(delta, 0.1).mean().item())
+    assert loss(noise_rate=0.1) != pytest.approx(loss())
+
+
+def test_train_rm_refuses_an_unknown_noise_loss(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(4, 0.0, seed=0))
+    r = cli("train-rm", data, "--model", "tiny-bert", "--out", tmp_path / "rm", "--noise-rate", 0.1, "--noise-loss", "backward")
+    assert r.exit_code == 2 and "--noise-loss must be 'forward' or 'unbiased'" in r.stderr
+    assert not (tmp_path / "rm").exists()

@@ -161,7 +161,8 @@ def pair_batch_loss(module: nn.Module, data: PairData, idx: list[int], cfg: Trai
     if cfg.noise_rate > 0 and cfg.noise_loss == "unbiased":
         loss = losses.robust_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
     elif cfg.noise_rate > 0:
-        loss = losses.noisy_channel_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
+        loss = losses.noisy_channel_pair_loss(delta - data.margin[idx].to(device), cfg.noise_rate,
+                                              data.label[idx].to(device)).mean()
     else:
         loss = losses.pair_loss(delta, data.margin[idx].to(device), data.label[idx].to(device)).mean()
     if cl_loss is not None:
