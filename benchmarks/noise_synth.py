@@ -28,6 +28,7 @@ Levers (strength settings stronger than the default, each followed by clean --fl
     folds3-3ep                 3 folds, members 3 epochs on 2/3 of the pairs (1.5x the default's time)
     folds2-4ep                 2 folds, members 4 epochs on half the pairs (the default's time)
     rounds-2-3ep               two rounds of 3-epoch members (about 6x the default's time)
+    rounds-2-3ep-f0.15         the same strength, the lowest 15% flipped (clean --flip-fraction 0.15)
     members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
     members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
     new-p0.9, new-p0.95        the default strength, flip at P(label wrong) >= 0.9 or 0.95
@@ -70,6 +71,7 @@ LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
           "folds3-3ep": (["--folds", "3", "--member-epochs", "3"], ["--flip"]),
           "folds2-4ep": (["--folds", "2", "--member-epochs", "4"], ["--flip"]),
           "rounds-2-3ep": (["--rounds", "2", "--member-epochs", "3"], ["--flip"]),
+          "rounds-2-3ep-f0.15": (["--rounds", "2", "--member-epochs", "3"], ["--flip-fraction", "0.15"]),
           "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
           "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
           "new-p0.9": ([], ["--flip", "--confidence", "0.9"]),
