@@ -95,7 +95,7 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None) -> tuple
                 advance(1, round=r + 1, fold=k + 1)
         if r + 1 < cfg.rounds:
             pw, _ = p_wrong(margins[:, r])
-            flips = pw >= 0.5
+            flips = pw > 0.5  # more likely wrong than right (undecidable margins give every pair 0.5: none)
             info["corrected_for_training"].append(int(flips.sum()))
     info["seconds"] = round(time.perf_counter() - started, 1)
     return margins, folds_by_round, info

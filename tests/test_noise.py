@@ -235,3 +235,24 @@ def test_train_rm_refuses_an_unknown_noise_loss(tmp_path):
     r = cli("train-rm", data, "--model", "tiny-bert", "--out", tmp_path / "rm", "--noise-rate", 0.1, "--noise-loss", "backward")
     assert r.exit_code == 2 and "--noise-loss must be 'forward' or 'unbiased'" in r.stderr
     assert not (tmp_path / "rm").exists()
+
+
+def test_a_second_round_corrects_nothing_when_the_first_cannot_tell(monkeypatch):
+    """Margins that say nothing (a useless first round: P(label wrong) = 0.5 for every pair) must
+    not turn into training corrections; `>= 0.5` swapped every pair for the second round."""
+    from rlhfkit.rewards import train
+
+    examples = [crossfit_example(i) for i in range(20)]
+    trained_on = []
+
+    def fake_fit(cfg, train_examples, progress=False):
+        trained_on.append([(e.chosen, e.rejected) for e in train_examples])
+        return None
+
+    coin = iter(torch.randn(40, generator=torch.Generator().manual_seed(0)).tolist())
+    monkeypatch.setattr(train, "fit_reward_model", fake_fit)
+    monkeypatch.setattr(crossfit, "margins_of", lambda fitted, held, max_length, batch_size=32: [next(coin) for _ in held])
+    monkeypatch.setattr(crossfit, "p_wrong", lambda m: (torch.full_like(torch.as_tensor(m), 0.5), 0.5))
+    _, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2))
+    assert info["corrected_for_training"] == [0]
+    assert all(chosen.startswith("good") for pairs in trained_on[4:] for chosen, _ in pairs)
