@@ -27,7 +27,7 @@ Levers (strength settings stronger than the default, each followed by clean --fl
     members-lr1e-4-b8          1-epoch members at 2x the learning rate, batch 8 (twice the steps, same time)
     folds3-3ep                 3 folds, members 3 epochs on 2/3 of the pairs (1.5x the default's time)
     folds2-4ep                 2 folds, members 4 epochs on half the pairs (the default's time)
-    rounds-2-3ep               two rounds of 3-epoch members (about 6x the default's time)
+    rounds-2-3ep               two rounds of 3-epoch members (6x the default's member training)
     rounds-2-3ep-f0.15         the same strength, the lowest 15% flipped (clean --flip-fraction 0.15)
     members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
     members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95

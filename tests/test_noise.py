@@ -1,6 +1,7 @@
 """Issue 12: out-of-sample strength, the noise-rate estimate, calibrated P(label wrong), the flip rule."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -256,3 +257,26 @@ def test_a_second_round_corrects_nothing_when_the_first_cannot_tell(monkeypatch)
     _, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2))
     assert info["corrected_for_training"] == [0]
     assert all(chosen.startswith("good") for pairs in trained_on[4:] for chosen, _ in pairs)
+
+
+def test_benchmark_reruns_strength_whose_file_is_missing(tmp_path, monkeypatch):
+    """A cell's result copied from another run (numbers, no files) must not skip the strength run
+    that the cleaning variants read; a cell that has both is not rerun."""
+    ns = noise_synth_benchmark()
+    calls = []
+
+    def fake_rlhfkit(*args):
+        calls.append(args[0])
+        out = Path(args[list(args).index("--out") + 1])
+        out.write_text("")
+        return "", {"noisy_auroc": 0.9, "noise_rate_estimate": 0.2}
+
+    monkeypatch.setattr(ns, "rlhfkit", fake_rlhfkit)
+    cell = tmp_path / "n10-noise0.2-seed0"
+    cell.mkdir()
+    (cell / "result.json").write_text(json.dumps({"n": 10, "noise": 0.2, "seed": 0, "heldout_accuracy": {},
+                                                 "strength_new": {"noisy_auroc": 0.5, "seconds": 1}}))
+    ns.run_cell(tmp_path, 10, 0.2, 0, [], "minilm", "2")
+    assert calls.count("strength") == 1 and (cell / "strength-new.jsonl").exists()
+    ns.run_cell(tmp_path, 10, 0.2, 0, [], "minilm", "2")
+    assert calls.count("strength") == 1

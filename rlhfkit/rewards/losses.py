@@ -52,11 +52,13 @@ def noisy_channel_pair_loss(delta: torch.Tensor, flip_prob: torch.Tensor | float
     A soft label p weighs the two outcomes: −[p·log P(as given) + (1 − p)·log P(swapped)].
     """
     eps = torch.as_tensor(flip_prob, dtype=delta.dtype, device=delta.device).clamp(1e-6, 1 - 1e-6)
-    as_given = torch.logaddexp(torch.log1p(-eps) + F.logsigmoid(delta), torch.log(eps) + F.logsigmoid(-delta))
+
+    def log_p(d):  # log P(the annotator states the order whose margin is d)
+        return torch.logaddexp(torch.log1p(-eps) + F.logsigmoid(d), torch.log(eps) + F.logsigmoid(-d))
+
     if label is None:
-        return -as_given
-    swapped = torch.logaddexp(torch.log1p(-eps) + F.logsigmoid(-delta), torch.log(eps) + F.logsigmoid(delta))
-    return -(label * as_given + (1 - label) * swapped)
+        return -log_p(delta)
+    return -(label * log_p(delta) + (1 - label) * log_p(-delta))
 
 
 # ---------------------------------------------------------------- ranking utilities (Reward Collapse)

@@ -158,13 +158,13 @@ def pair_batch_loss(module: nn.Module, data: PairData, idx: list[int], cfg: Trai
     ids, mask = pad_batch(seqs, pad_id, device)
     rewards, cl_loss = module(ids, mask, n_pairs=len(idx))
     delta = rewards[: len(idx)] - rewards[len(idx):]
+    margin, label = data.margin[idx].to(device), data.label[idx].to(device)
     if cfg.noise_rate > 0 and cfg.noise_loss == "unbiased":
-        loss = losses.robust_pair_loss(delta, cfg.noise_rate, data.label[idx].to(device)).mean()
+        loss = losses.robust_pair_loss(delta, cfg.noise_rate, label).mean()
     elif cfg.noise_rate > 0:
-        loss = losses.noisy_channel_pair_loss(delta - data.margin[idx].to(device), cfg.noise_rate,
-                                              data.label[idx].to(device)).mean()
+        loss = losses.noisy_channel_pair_loss(delta - margin, cfg.noise_rate, label).mean()
     else:
-        loss = losses.pair_loss(delta, data.margin[idx].to(device), data.label[idx].to(device)).mean()
+        loss = losses.pair_loss(delta, margin, label).mean()
     if cl_loss is not None:
         weight = cfg.contrastive_weight
         if weight is None:
