@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="a random sample of N pairs (the time budget names 1,000)")
     ap.add_argument("--member-epochs", default=None, help="strength --member-epochs (new construction; default: strength's)")
     ap.add_argument("--out", default="bench-out/hh_strength")
+    ap.add_argument("--reuse-strength", action="store_true",
+                    help="keep --out's strength file and its recorded summary; rerun only `clean` (after a change to it)")
     a = ap.parse_args()
     if a.two_stage:
         a.construction = "two-stage"
@@ -70,10 +72,16 @@ def main() -> None:
     tag = f"{a.construction}-n{a.limit}" if a.limit else a.construction
     tag += f"-ep{a.member_epochs}" if a.member_epochs else ""
     strength_path = out / f"strength-{tag}.jsonl"
-    p = subprocess.run([sys.executable, "-m", "rlhfkit", "strength", str(out / "pairs.jsonl"), "--model", a.model, *extra,
-                        "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(strength_path),
-                        "--plot", str(out / f"strength-{tag}.png")], capture_output=True, text=True, check=True)
-    s = json.loads(p.stderr.strip().splitlines()[-1])
+    previous = out / f"result-{tag}.json"
+    if a.reuse_strength and strength_path.exists() and previous.exists():
+        before = json.loads(previous.read_text())
+        s = {"noisy_auroc": before["noisy_auroc"], "seconds": before["seconds"],
+             "noise_rate_estimate": before["noise_rate_estimate"], "fraction_mean_below_0": before["fraction_all_mean_below_0"]}
+    else:
+        p = subprocess.run([sys.executable, "-m", "rlhfkit", "strength", str(out / "pairs.jsonl"), "--model", a.model,
+                            *extra, "--max-length", a.max_length, "--seed", str(a.seed), "--out", str(strength_path),
+                            "--plot", str(out / f"strength-{tag}.png")], capture_output=True, text=True, check=True)
+        s = json.loads(p.stderr.strip().splitlines()[-1])
     c = subprocess.run([sys.executable, "-m", "rlhfkit", "clean", str(strength_path), "--flip", "--out",
                         str(out / f"clean-{tag}.jsonl")], capture_output=True, text=True, check=True)
     cl = json.loads(c.stderr.strip().splitlines()[-1])
@@ -84,7 +92,7 @@ def main() -> None:
               "construction": a.construction, "member_epochs": a.member_epochs, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
               "seconds": s.get("seconds"), "noise_rate_estimate": s.get("noise_rate_estimate"),
               "default_flip_precision": cl["flip_quality"]["precision"], "default_flip_recall": cl["flip_quality"]["recall"],
-              "default_flips": cl["flip_quality"]["flipped"],
+              "default_flips": cl["flip_quality"]["flipped"], "clean_undecided": cl.get("undecided"),
               "fraction_original_flipped": sum(r["clean_action"] == "flip" for r in cleaned if not r["noisy"]) / len(original),
               "fraction_original_mean_below_0": sum(r["strength_mean"] < 0 for r in original) / len(original),
               "fraction_all_mean_below_0": s["fraction_mean_below_0"]}

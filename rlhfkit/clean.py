@@ -7,7 +7,7 @@ written after any flip (so flipped pairs get a margin from their new, positive s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 
@@ -41,6 +41,14 @@ class Rules:
     @property
     def needs_p_wrong(self) -> bool:
         return ((self.flip or self.drop_wrong) and self.confident_rule) or self.drop_uncertain is not None or self.soft
+
+
+def without_p_wrong(rules: Rules) -> Rules:
+    """The rules with those that need P(label wrong) switched off (flip/drop by the confident rule,
+    --drop-uncertain, --soft); threshold and fraction rules, margins and smoothing stay."""
+    confident = rules.confident_rule
+    return replace(rules, flip=rules.flip and not confident, drop_wrong=rules.drop_wrong and not confident,
+                   drop_uncertain=None, soft=False)
 
 
 def lowest_fraction_threshold(means: Sequence[float], fraction: float) -> float:
@@ -118,5 +126,6 @@ def flip_quality(actions: Sequence[str], noisy: Sequence[bool]) -> dict:
     tp = sum(f and t for f, t in zip(flipped, noisy))
     return {
         "flipped": sum(flipped), "noisy": sum(map(bool, noisy)), "true_flips": tp,
-        "precision": tp / max(1, sum(flipped)), "recall": tp / max(1, sum(map(bool, noisy))),
+        "precision": tp / sum(flipped) if any(flipped) else None,  # undefined without flips
+        "recall": tp / max(1, sum(map(bool, noisy))),
     }

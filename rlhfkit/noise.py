@@ -8,6 +8,15 @@ and of confident learning). Then:
 - The model's most confident pairs (largest |m|) are the ones it orders right; among them the
   given label disagrees with the model only through label noise, so the share of negative
   margins there estimates ε (``noise_rate``: the plateau of disagreement).
+- That reading needs members that are sure of their confident half. Weak members are not, and
+  their own mistakes there read as label noise: on gold labels, simulated members whose accuracy
+  rises only to 0.7–0.9 show a "noise rate" of 0.1–0.35, and every flip it backs is one of their
+  mistakes. One set of margins cannot tell weak members on clean labels from strong members on
+  noisy ones (both give the same agreement curve up to its shape), so ``why_undecidable``
+  refuses to decide on either sign of weakness: disagreement still falling across the confident
+  half (no plateau), or an estimate of 0.30 or more, the range where weak members on lightly
+  noisy data land (and where the correction below divides agreement errors by 1 − 2ε ≥ 2.5×).
+  The price: strong members on labels that really are 30% wrong decide nothing either.
 - At confidence |m| the observed agreement a(|m|) = ε + (1 − 2ε)·acc(|m|), where acc is the
   model's own accuracy against the truth. A monotone (isotonic) fit of agreement on |m| gives
   acc(|m|) = (a − ε)/(1 − 2ε) without knowing a single true label.
@@ -25,8 +34,12 @@ from typing import Sequence
 
 import torch
 
+from .clean import CONFIDENCE
+
 PLATEAU_SHARE = 0.5  # the most confident half of the pairs estimates the noise rate
-MAX_USABLE_RATE = 0.45  # above this the margins cannot tell noise from a useless model: decide nothing
+MAX_USABLE_RATE = 0.30  # above this weak members and heavy noise look alike: decide nothing
+FALL_Z = 1.645  # a one-sided 95% lower bound on how much members' accuracy falls across the confident half
+MIN_PLATEAU_PAIRS = 50  # fewer confident pairs than this cannot show a trend: the test is skipped
 BINS = 20  # agreement is measured in up to 20 equal-count bins of |margin| (at least 25 pairs each)
 MIN_BIN = 25
 
@@ -39,6 +52,50 @@ def noise_rate(margins: torch.Tensor, share: float = PLATEAU_SHARE) -> float:
     k = max(1, round(share * len(m)))
     confident = m[torch.argsort(m.abs(), descending=True)[:k]]
     return float((confident < 0).double().mean())
+
+
+def confident_half_fall(margins: torch.Tensor, share: float = PLATEAU_SHARE) -> tuple[float, float]:
+    """How much disagreement falls from the least to the most confident end of the confident half
+    (least squares on confidence rank in [0, 1]), and its standard error. Zero on a plateau."""
+    m = torch.as_tensor(margins, dtype=torch.float64)
+    k = max(1, round(share * len(m)))
+    top = m[torch.argsort(m.abs(), descending=True, stable=True)[:k]].flip(0)  # rising confidence
+    if k < 3:
+        return 0.0, float("inf")
+    y = (top < 0).double()
+    u = torch.linspace(0, 1, k, dtype=torch.float64)
+    u = u - u.mean()
+    slope = float((u * (y - y.mean())).sum() / (u * u).sum())
+    residual = y - y.mean() - slope * u
+    se = float(((residual * residual).sum() / (k - 2) / (u * u).sum()).sqrt())
+    return -slope, se
+
+
+def accuracy_needed(eps: float, confidence: float = CONFIDENCE) -> float:
+    """The members' accuracy at which a pair they order against its label is wrong with
+    probability ``confidence`` (solve acc·ε / (acc·ε + (1 − acc)(1 − ε)) = confidence)."""
+    return confidence * (1 - eps) / (confidence * (1 - eps) + (1 - confidence) * eps)
+
+
+def why_undecidable(margins: torch.Tensor, eps: float, confidence: float = CONFIDENCE) -> str | None:
+    """Why these margins cannot back a flip at ``confidence`` given the estimated rate ``eps``
+    (None: they can). The plateau reading treats members as right on every confident pair; if
+    their accuracy demonstrably falls across the confident half by more than the slack a flip has
+    (1 − accuracy_needed), the flips at its low end would be their mistakes."""
+    if eps >= MAX_USABLE_RATE:
+        return (f"the estimated noise rate {eps:.1%} is at or above {MAX_USABLE_RATE:.0%}, where members too weak "
+                "to be sure of any pair look like heavy noise")
+    m = torch.as_tensor(margins, dtype=torch.float64)
+    if eps <= 0 or round(PLATEAU_SHARE * len(m)) < MIN_PLATEAU_PAIRS:
+        return None
+    fall, se = confident_half_fall(m)
+    accuracy_fall = (fall - FALL_Z * se) / (1 - 2 * eps)  # at least this, in accuracy points
+    slack = 1 - accuracy_needed(eps, confidence)
+    if accuracy_fall > slack:
+        return (f"the members are not sure of their most confident half: their accuracy still rises across it "
+                f"by at least {accuracy_fall:.0%} (a flip at P >= {confidence:g} allows {slack:.0%}), so their own "
+                "mistakes there read as label noise")
+    return None
 
 
 def isotonic(values: Sequence[float]) -> torch.Tensor:
@@ -92,13 +149,18 @@ def isotonic_weighted(values: Sequence[float], weights: Sequence[float]) -> list
     return [s / c for s, c, k in zip(sums, counts, sizes) for _ in range(k)]
 
 
-def p_wrong(margins: torch.Tensor, eps: float | None = None) -> tuple[torch.Tensor, float]:
-    """P(the given label is wrong) per pair, and the noise rate used (estimated when not given)."""
+def p_wrong(margins: torch.Tensor, eps: float | None = None,
+            confidence: float = CONFIDENCE) -> tuple[torch.Tensor, float]:
+    """P(the given label is wrong) per pair, and the noise rate used (estimated when not given).
+
+    An estimated rate the margins cannot back (``why_undecidable``) gives 0.5 everywhere: no
+    information, so nothing is flipped. A given rate is trusted up to 0.5."""
     m = torch.as_tensor(margins, dtype=torch.float64)
-    eps = noise_rate(m) if eps is None else eps
+    estimated = eps is None
+    eps = noise_rate(m) if estimated else eps
     if eps <= 0:
         return torch.zeros_like(m), 0.0
-    if eps >= MAX_USABLE_RATE:  # the most confident half disagrees nearly as often as not: no information
+    if eps >= 0.5 or (estimated and why_undecidable(m, eps, confidence)):
         return torch.full_like(m, 0.5), eps
     acc = model_accuracy(m, eps)
     tiny = 1e-12

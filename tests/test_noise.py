@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rlhfkit import clean, crossfit, synth
-from rlhfkit.noise import calibration, isotonic, noise_rate, p_wrong
+from rlhfkit.noise import (accuracy_needed, calibration, confident_half_fall, isotonic, noise_rate, p_wrong,
+                           why_undecidable)
 
 from conftest import cli, last_json_line, read_jsonl, write_jsonl
 
@@ -35,10 +36,12 @@ def test_noise_rate_recovers_a_known_rate(eps):
     assert noise_rate(m) == pytest.approx(eps, abs=0.03)
 
 
-@pytest.mark.parametrize("eps, tolerance", [(0.1, 0.05), (0.2, 0.05), (0.4, 0.08)])
-def test_p_wrong_is_calibrated_against_the_truth(eps, tolerance):
+@pytest.mark.parametrize("eps, tolerance, given", [(0.1, 0.05, False), (0.2, 0.05, False), (0.4, 0.08, True)])
+def test_p_wrong_is_calibrated_against_the_truth(eps, tolerance, given):
+    """Estimated where the estimate is trusted; at ε = 0.4 (above what rlhfkit estimates, see below)
+    the probabilities are still calibrated when the rate is given."""
     m, flipped = simulated_margins(eps=eps, seed=1)
-    pw, est = p_wrong(m)
+    pw, est = p_wrong(m, eps if given else None)
     ece, table = calibration(pw.tolist(), flipped.tolist())
     assert ece < tolerance, table  # at ε = 0.4 the correction divides by 1 − 2ε = 0.2: wider
     assert pw.sum().item() == pytest.approx(flipped.sum().item(), rel=0.15)  # it counts the wrong labels
@@ -51,6 +54,105 @@ def test_p_wrong_on_clean_labels_and_on_noise_only():
     coin = torch.randn(1000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)  # margins say nothing
     pw, eps = p_wrong(coin)
     assert (pw >= clean.CONFIDENCE).sum() == 0
+
+
+def weak_member_margins(n, eps, accuracy, seed):
+    """Members never sure of any pair: at confidence c (uniform on [0, 3]) they order it right with
+    probability accuracy(c) < 1, like minilm members on HH-RLHF; labels flipped at random with rate eps."""
+    g = torch.Generator().manual_seed(seed)
+    conf = torch.rand(n, generator=g, dtype=torch.float64) * 3
+    right = torch.rand(n, generator=g, dtype=torch.float64) < accuracy(conf)
+    flipped = torch.rand(n, generator=g, dtype=torch.float64) < eps
+    return torch.where(right, 1.0, -1.0) * torch.where(flipped, -1.0, 1.0) * conf, flipped
+
+
+WEAK = {"logistic": lambda c: torch.sigmoid(0.3 * c),  # 0.50 → 0.71
+        "linear": lambda c: 0.5 + 0.1 * c,  # 0.50 → 0.80
+        "sqrt": lambda c: 0.5 + 0.25 * c.sqrt()}  # 0.50 → 0.93, rising fastest at first
+
+
+@pytest.mark.parametrize("shape", sorted(WEAK))
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weak_members_flip_almost_nothing_on_gold_labels(shape, seed):
+    """The defect HH-RLHF showed: weak members' own mistakes read as label noise (the most confident
+    half disagrees 13–35% of the time on labels that are all right), and the flips were those mistakes."""
+    m, _ = weak_member_margins(2312, 0.0, WEAK[shape], seed)
+    pw, _ = p_wrong(m)
+    assert (pw >= clean.CONFIDENCE).double().mean() <= 0.03
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.2, 0.3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weak_members_make_no_flips_they_cannot_back(eps, seed):
+    m, flipped = weak_member_margins(2312, eps, WEAK["logistic"], seed)
+    pw, est = p_wrong(m)
+    pick = pw >= clean.CONFIDENCE
+    assert pick.sum() == 0 or flipped[pick].double().mean() >= clean.CONFIDENCE - 0.1, (est, int(pick.sum()))
+    if pick.sum() == 0:
+        assert why_undecidable(m, est)  # and it says why
+
+
+def test_strong_members_are_refused_only_at_a_rate_weak_members_reach():
+    for eps in (0.1, 0.2):
+        m, _ = simulated_margins(eps=eps, seed=1)
+        assert why_undecidable(m, noise_rate(m)) is None
+    m, _ = simulated_margins(eps=0.4, seed=1)  # the price of the guard: a real 40% is refused too
+    assert "30%" in why_undecidable(m, noise_rate(m))
+
+
+def test_clean_with_undecidable_strength_leaves_every_pair_as_it_is(tmp_path):
+    """Where the margins cannot back a decision, the rules built on P(label wrong) do nothing:
+    no flips, no soft labels of 0.5 (which would teach nothing), no pair dropped as uncertain."""
+    m, _ = weak_member_margins(600, 0.0, WEAK["logistic"], seed=0)
+    rows = [{"id": f"p{i}", "prompt": "q", "chosen": f"a{i}", "rejected": f"b{i}", "strength_mean": float(x),
+             "strength_margins": [float(x)]} for i, x in enumerate(m)]
+    data = write_jsonl(tmp_path / "s.jsonl", rows)
+    r = cli("clean", data, "--flip", "--soft", "--drop-uncertain", 0.3, "--rejects", tmp_path / "rej.jsonl")
+    assert r.exit_code == 0, r.stderr
+    out = read_jsonl(r.stdout)
+    assert len(out) == 600 and {x["clean_action"] for x in out} == {"keep"}
+    assert all("label" not in x for x in out)
+    s = last_json_line(r.stderr)
+    assert s["undecided"] and s["actions"] == {"keep": 600}
+    assert "nothing is flipped" in r.stderr
+
+
+def test_clean_with_a_known_noise_rate_is_calibrated_whatever_the_members(tmp_path):
+    """A given rate removes what the margins cannot tell: P(label wrong) is then calibrated for
+    weak members too (so they flip nothing they cannot back), and the guards are not needed."""
+    for eps, accuracy in ((0.2, WEAK["logistic"]), (0.2, lambda c: torch.sigmoid(3 * c - 1))):
+        m, flipped = weak_member_margins(2000, eps, accuracy, seed=4)
+        pw, used = p_wrong(m, eps)
+        assert used == eps and calibration(pw.tolist(), flipped.tolist())[0] < 0.05
+        rows = [{"id": f"p{i}", "prompt": "q", "chosen": f"a{i}", "rejected": f"b{i}", "strength_mean": float(x)}
+                for i, x in enumerate(m)]
+        r = cli("clean", write_jsonl(tmp_path / "s.jsonl", rows), "--flip", "--noise-rate", eps)
+        assert r.exit_code == 0, r.stderr
+        s = last_json_line(r.stderr)
+        assert s["noise_rate_given"] == eps and "undecided" not in s
+        actions = [x["clean_action"] for x in read_jsonl(r.stdout)]
+        assert actions == ["flip" if p >= clean.CONFIDENCE else "keep" for p in pw.tolist()]
+    assert cli("clean", write_jsonl(tmp_path / "s.jsonl", rows), "--flip", "--noise-rate", 0.5).exit_code == 2
+
+
+def test_accuracy_needed_by_hand():
+    # ε = 0.1, confidence 0.8: acc·0.1 / (acc·0.1 + (1 − acc)·0.9) = 0.8  ⇔  acc = 0.72 / 0.74
+    assert accuracy_needed(0.1, 0.8) == pytest.approx(0.72 / 0.74)
+    acc = accuracy_needed(0.25, 0.9)
+    assert acc * 0.25 / (acc * 0.25 + (1 - acc) * 0.75) == pytest.approx(0.9)
+
+
+def test_confident_half_fall_by_hand():
+    # the confident half is the 4 largest |m|; by rising confidence they disagree 1, 1, 0, 0
+    m = torch.tensor([0.1, -0.2, 0.3, 0.4, -1.0, -2.0, 3.0, 4.0], dtype=torch.float64)
+    fall, se = confident_half_fall(m)
+    # least squares on u = 0, 1/3, 2/3, 1: slope -0.6667 / 0.5556 = -1.2
+    assert fall == pytest.approx(1.2)
+    residuals = [0.5 - 1.2 * 0.5, 0.5 - 1.2 * (1 / 6), -0.5 + 1.2 * (1 / 6), -0.5 + 1.2 * 0.5]
+    assert se == pytest.approx((sum(r * r for r in residuals) / 2 / (5 / 9)) ** 0.5)
+    # confident half by rising confidence 2, 2, -3, -3, 4, 4: disagreement 0, 0, 1, 1, 0, 0 has no trend
+    flat = torch.tensor([0.1, 0.2, -1.0, 2.0, -3.0, 4.0] * 2, dtype=torch.float64)
+    assert confident_half_fall(flat)[0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_calibration_by_hand():

@@ -73,6 +73,8 @@ def test_apply_flip_swaps_and_negates_and_margins_are_small_and_non_negative():
 def test_flip_quality():
     q = clean.flip_quality(["flip", "flip", "keep", "keep"], [True, False, True, False])
     assert (q["precision"], q["recall"]) == (0.5, 0.5)
+    none = clean.flip_quality(["keep", "keep"], [True, False])  # no flips: precision is undefined, not 0
+    assert none["precision"] is None and none["recall"] == 0.0
 
 
 # ---------------------------------------------------------------- heads

@@ -10,7 +10,7 @@ import typer
 
 from ..clean import CONFIDENCE
 
-from .common import FIELDS, ON_ERROR, OUT, err_console, handle_errors, open_unit
+from .common import FIELDS, ON_ERROR, OUT, below_half, err_console, handle_errors, open_unit
 
 
 @handle_errors
@@ -20,6 +20,7 @@ def clean(
     confidence: float = typer.Option(CONFIDENCE, "--confidence", callback=open_unit, metavar="P", help="The confident rule's threshold on the calibrated P(label wrong)."),
     flip_below: Optional[float] = typer.Option(None, "--flip-below", metavar="X", help="Flip pairs whose strength mean is below X instead (implies --flip; the paper: 0)."),
     flip_fraction: Optional[float] = typer.Option(None, "--flip-fraction", min=0, max=1, metavar="X", help="Flip the lowest fraction of pairs instead (implies --flip; the paper: 0.2)."),
+    noise_rate: Optional[float] = typer.Option(None, "--noise-rate", callback=below_half, metavar="EPS", help="The rate at which labels are wrong, when you know it (you injected the noise, or annotator studies say): used instead of the estimate, whose guards it skips; P(label wrong) is then calibrated even for weak members."),
     drop_wrong: bool = typer.Option(False, "--drop-wrong", help="Drop (to --rejects) the pairs the flip rule picks instead of flipping them."),
     drop_uncertain: Optional[float] = typer.Option(None, "--drop-uncertain", callback=open_unit, metavar="P", help="Drop (to --rejects) pairs with P <= P(label wrong) < --confidence."),
     soft: bool = typer.Option(False, "--soft", help="Set label = P(the pair as written is right) on every kept pair (train-rm's soft-label loss reads it)."),
@@ -40,17 +41,19 @@ def clean(
     rlhfkit estimates the noise rate (the share of disagreeing labels among the most confident
     half) and a calibrated P(label wrong) per pair (noise-corrected isotonic fit; see
     rlhfkit/noise.py), then flips the pairs with P >= --confidence whose members all disagree with
-    the label. Each pair gets `clean_action` (keep, flip, smooth or drop; drop > flip > smooth >
+    the label. Where the margins cannot back such a decision (an estimate of 30% or more, or
+    members not sure of their most confident half) it flips nothing and says why; --noise-rate
+    gives a known rate instead. Each pair gets `clean_action` (keep, flip, smooth or drop; drop > flip > smooth >
     keep); flipped pairs have chosen/rejected swapped and their strength negated (`label` is kept:
     the swap is the correction). Dropped pairs go to --rejects, with bad lines when --on-error
     skip. The estimated noise rate, the rule and counts per action are printed on stderr.
     """
-    from ..clean import DROP, Rules, apply, decide, flip_quality
+    from ..clean import DROP, Rules, apply, decide, flip_quality, without_p_wrong
     from ..io import (InputError, RecordReader, UsageError, atomic_output, check_distinct_outputs, check_file_output,
                       field_map, rereadable, source_name, summary)
     import torch
 
-    from ..noise import p_wrong as p_wrong_of
+    from ..noise import p_wrong as p_wrong_of, why_undecidable
 
     flip = flip or flip_below is not None or flip_fraction is not None  # asking how much to flip asks to flip
     rules = Rules(flip=flip, flip_below=flip_below, flip_fraction=flip_fraction, confidence=confidence,
@@ -99,8 +102,16 @@ def clean(
             means.append(float(m))
             unanimous.append(all_against(ex))
             noisy.append(ex.raw.get("noisy") if isinstance(ex.raw.get("noisy"), bool) else None)
-        p_wrong, eps = p_wrong_of(torch.tensor(means)) if means and rules.needs_p_wrong else (None, None)
+        if means and rules.needs_p_wrong:
+            p_wrong, eps = p_wrong_of(torch.tensor(means), noise_rate, rules.confidence)
+        else:
+            p_wrong, eps = None, None
         p_list = p_wrong.tolist() if p_wrong is not None else None
+        undecided = (why_undecidable(torch.tensor(means), eps, rules.confidence)
+                     if eps is not None and noise_rate is None else None)
+        if undecided:  # P(label wrong) is 0.5 everywhere: the rules built on it leave every pair alone
+            rules = without_p_wrong(rules)
+            p_list = None
         actions = decide(means, rules, p_list, unanimous)
         with atomic_output(out) as fo, atomic_output(rejects, "wb") if rejects else _nowhere() as fr:
             second = RecordReader(path, ("pair",), on_error, on_reject=fr.write, name=name, fields=field_map(fields))
@@ -128,8 +139,14 @@ def clean(
     table.add_row("skipped (bad input or no strength)", str(skipped + missing))
     err_console.print(table)
     info = {"actions": dict(counts), "skipped": skipped + missing}
-    if eps is not None:
+    if undecided:
         info["noise_rate_estimate"] = round(eps, 4)
+        info["undecided"] = undecided
+        err_console.print(f"[bold]clean[/]: nothing is flipped, softened or dropped by P(label wrong): {undecided}. "
+                          "Stronger members (`strength --member-epochs 3`, a larger --model) may tell; "
+                          "--flip-below/--flip-fraction decide without them.", highlight=False)
+    elif eps is not None:
+        info["noise_rate_given" if noise_rate is not None else "noise_rate_estimate"] = round(eps, 4)
         flipped = [m for m, a in zip(means, actions) if a in ("flip", "drop") and rules.confident_rule]
         rule = f"P(label wrong) >= {rules.confidence:g} with every member against the label"
         info["rule"] = rule
@@ -137,13 +154,14 @@ def clean(
             info["strength_threshold"] = round(max(flipped), 4)
         left = [1 - p if a == "flip" else p for p, a in zip(p_list, actions) if a != "drop"]
         info["expected_noise_left"] = round(sum(left) / max(1, len(left)), 4)  # train-rm --noise-rate can take it
-        err_console.print(f"estimated noise rate {eps:.1%}; rule: {rule}"
+        err_console.print(f"{'given' if noise_rate is not None else 'estimated'} noise rate {eps:.1%}; rule: {rule}"
                           + (f" (here: strength_mean <= {max(flipped):.3f})" if flipped else "")
                           + f"; expected share of wrong labels left {info['expected_noise_left']:.1%}", highlight=False)
     if means and all(v is not None for v in noisy):  # synth's flags: reported, never used to decide
         info["flip_quality"] = flip_quality(actions, noisy)
         q = info["flip_quality"]
-        err_console.print(f"flips vs injected noise: precision {q['precision']:.3f}, recall {q['recall']:.3f}")
+        precision = "–" if q["precision"] is None else f"{q['precision']:.3f}"
+        err_console.print(f"flips vs injected noise: precision {precision}, recall {q['recall']:.3f}")
     summary(stage="clean", **info)
 
 

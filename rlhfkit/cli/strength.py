@@ -50,7 +50,7 @@ def strength(
     """
     from ..io import (check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records, summary,
                       write_records)
-    from ..noise import calibration, noise_rate, p_wrong
+    from ..noise import calibration, noise_rate, p_wrong, why_undecidable
     from ..progress import task_progress
     from ..strength import auroc, decile_curve, describe, pair_margins
     from ..strength import strength as strength_of
@@ -108,7 +108,11 @@ def strength(
     write_records(out, (ex.output(strength_mean=m, strength_std=s, strength_margins=d)
                         for ex, m, s, d in zip(examples, means.tolist(), stds.tolist(), margins.tolist())))
     info.update(describe(means, stds))
-    info["noise_rate_estimate"] = round(noise_rate(means), 4)
+    eps = noise_rate(means)
+    info["noise_rate_estimate"] = round(eps, 4)
+    undecided = why_undecidable(means, eps)
+    if undecided:
+        info["undecided"] = undecided
     calib = None
     if all(isinstance(ex.raw.get("noisy"), bool) for ex in examples):  # reported, never used to decide
         noisy = [ex.raw["noisy"] for ex in examples]
@@ -126,6 +130,8 @@ def strength(
                       f"{info['noise_rate_estimate']:.1%}"
                       + (f", AUROC for noisy pairs {info['noisy_auroc']:.3f}" if "noisy_auroc" in info else "")
                       + (f", {info['seconds']:.0f} s" if "seconds" in info else ""))
+    if undecided:
+        err_console.print(f"strength: `clean`'s confident rule will flip nothing here: {undecided}", highlight=False)
     if "stronger" in info:
         err_console.print(f"strength: members trained {member_epochs:g} epoch(s); stronger: {info['stronger']}",
                           highlight=False)
