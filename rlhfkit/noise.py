@@ -88,6 +88,8 @@ def why_undecidable(margins: torch.Tensor, eps: float, confidence: float = CONFI
     m = torch.as_tensor(margins, dtype=torch.float64)
     if eps <= 0 or round(PLATEAU_SHARE * len(m)) < MIN_PLATEAU_PAIRS:
         return None
+    if not (p_wrong_at(m, eps) >= confidence).any():
+        return None  # the plateau reading flips nothing here either: nothing to refuse
     fall, se = confident_half_fall(m)
     accuracy_fall = (fall - FALL_Z * se) / (1 - 2 * eps)  # at least this, in accuracy points
     slack = 1 - accuracy_needed(eps, confidence)
@@ -162,11 +164,17 @@ def p_wrong(margins: torch.Tensor, eps: float | None = None,
         return torch.zeros_like(m), 0.0
     if eps >= 0.5 or (estimated and why_undecidable(m, eps, confidence)):
         return torch.full_like(m, 0.5), eps
+    return p_wrong_at(m, eps), eps
+
+
+def p_wrong_at(margins: torch.Tensor, eps: float) -> torch.Tensor:
+    """P(label wrong | m) at noise rate 0 < eps < 0.5, with the members' accuracy read off the data."""
+    m = torch.as_tensor(margins, dtype=torch.float64)
     acc = model_accuracy(m, eps)
     tiny = 1e-12
     disagree = acc * eps / (acc * eps + (1 - acc) * (1 - eps) + tiny)
     agree = (1 - acc) * eps / ((1 - acc) * eps + acc * (1 - eps) + tiny)
-    return torch.where(m < 0, disagree, agree), eps
+    return torch.where(m < 0, disagree, agree)
 
 
 def calibration(probs: Sequence[float], outcomes: Sequence[bool], bins: int = 10) -> tuple[float, list[dict]]:
