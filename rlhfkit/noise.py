@@ -10,8 +10,8 @@ and of confident learning). Then:
   margins there estimates ε (``noise_rate``: the plateau of disagreement).
 - That reading needs members that are sure of their confident half. Weak members are not, and
   their own mistakes there read as label noise: on gold labels, simulated members whose accuracy
-  rises only to 0.7–0.9 show a "noise rate" of 0.1–0.35, and every flip it backs is one of their
-  mistakes. One set of margins cannot tell weak members on clean labels from strong members on
+  rises only to 0.7–0.95 show a "noise rate" of 0.07–0.35, and every flip it backs is one of their
+  mistakes (benchmarks/noise_weak_members.py). One set of margins cannot tell weak members on clean labels from strong members on
   noisy ones (both give the same agreement curve up to its shape), so ``why_undecidable``
   refuses to decide on either sign of weakness: disagreement still falling across the confident
   half (no plateau), or an estimate of 0.30 or more, the range where weak members on lightly
