@@ -142,6 +142,17 @@ def test_accuracy_needed_by_hand():
     assert acc * 0.25 / (acc * 0.25 + (1 - acc) * 0.75) == pytest.approx(0.9)
 
 
+def test_strength_says_when_clean_will_refuse_its_margins(tmp_path, monkeypatch):
+    import rlhfkit.noise
+
+    monkeypatch.setattr(rlhfkit.noise, "why_undecidable", lambda m, eps, confidence=0.8: "members too weak (test)")
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(24, 0.25, seed=0))
+    r = cli("strength", data, "--model", "tiny-bert", "--folds", 3)
+    assert r.exit_code == 0, r.stderr
+    assert last_json_line(r.stderr)["undecided"] == "members too weak (test)"
+    assert "will flip nothing here: members too weak (test)" in " ".join(r.stderr.split())  # rich wraps lines
+
+
 def test_confident_half_fall_by_hand():
     # the confident half is the 4 largest |m|; by rising confidence they disagree 1, 1, 0, 0
     m = torch.tensor([0.1, -0.2, 0.3, 0.4, -1.0, -2.0, 3.0, 4.0], dtype=torch.float64)
