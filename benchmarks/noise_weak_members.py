@@ -14,7 +14,8 @@ of them really flipped (precision):
   plateau   the estimate alone, as before this round (decides nothing only at ε̂ ≥ 0.45)
   default   today's rule: the same estimate, refused (nothing flipped) when it is 0.30 or more or
             when disagreement still falls across the confident half (noise.why_undecidable)
-  known ε   `clean --noise-rate ε`: the true rate given, no estimate
+  known ε   `clean --noise-rate ε`: the true rate given, no estimate; with the largest ECE of its
+            P(label wrong) over the seeds (against the real flips)
 
     python benchmarks/noise_weak_members.py [--n 1000 2312] [--seeds 0 1 2] > results/noise_weak_members.md
 """
@@ -26,7 +27,7 @@ import argparse
 import torch
 
 from rlhfkit.clean import CONFIDENCE
-from rlhfkit.noise import noise_rate, p_wrong, why_undecidable
+from rlhfkit.noise import calibration, noise_rate, p_wrong, why_undecidable
 
 SHAPES = {
     "sure": lambda c: torch.sigmoid(3 * c),
@@ -65,12 +66,12 @@ def main() -> None:
     a = ap.parse_args()
     print(f"# python benchmarks/noise_weak_members.py --n {' '.join(map(str, a.n))} (CPU, seconds)\n")
     print("Flips (precision) per seed; the default's refusals counted under 'refused'.\n")
-    print("| n | ε | members | ε̂ per seed | plateau | default | refused | known ε |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| n | ε | members | ε̂ per seed | plateau | default | refused | known ε | known ε: ECE ≤ |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in a.n:
         for eps in a.noise:
             for shape in SHAPES:
-                est, old, new, known, refused = [], [], [], [], 0
+                est, old, new, known, refused, ece = [], [], [], [], 0, 0.0
                 for seed in a.seeds:
                     m, flipped = simulated(n, eps, shape, seed)
                     e = noise_rate(m)
@@ -78,9 +79,11 @@ def main() -> None:
                     old.append(flips(p_wrong(m, e)[0], flipped) if e < OLD_GUARD else (0, None))
                     new.append(flips(p_wrong(m)[0], flipped))
                     refused += why_undecidable(m, e) is not None
-                    known.append(flips(p_wrong(m, eps)[0], flipped) if eps > 0 else (0, None))
+                    given = p_wrong(m, eps)[0]
+                    known.append(flips(given, flipped) if eps > 0 else (0, None))
+                    ece = max(ece, calibration(given.tolist(), flipped.tolist())[0])
                 print(f"| {n} | {eps} | {shape} | {' '.join(est)} | {cell(old)} | {cell(new)} | "
-                      f"{refused}/{len(a.seeds)} | {cell(known)} |")
+                      f"{refused}/{len(a.seeds)} | {cell(known)} | {ece:.3f} |")
 
 
 if __name__ == "__main__":

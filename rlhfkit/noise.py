@@ -59,9 +59,9 @@ def confident_half_fall(margins: torch.Tensor, share: float = PLATEAU_SHARE) -> 
     (least squares on confidence rank in [0, 1]), and its standard error. Zero on a plateau."""
     m = torch.as_tensor(margins, dtype=torch.float64)
     k = max(1, round(share * len(m)))
-    top = m[torch.argsort(m.abs(), descending=True, stable=True)[:k]].flip(0)  # rising confidence
     if k < 3:
         return 0.0, float("inf")
+    top = m[torch.argsort(m.abs(), descending=True, stable=True)[:k]].flip(0)  # rising confidence
     y = (top < 0).double()
     u = torch.linspace(0, 1, k, dtype=torch.float64)
     u = u - u.mean()
@@ -77,18 +77,21 @@ def accuracy_needed(eps: float, confidence: float = CONFIDENCE) -> float:
     return confidence * (1 - eps) / (confidence * (1 - eps) + (1 - confidence) * eps)
 
 
-def why_undecidable(margins: torch.Tensor, eps: float, confidence: float = CONFIDENCE) -> str | None:
+def why_undecidable(margins: torch.Tensor, eps: float, confidence: float = CONFIDENCE,
+                    probs: torch.Tensor | None = None) -> str | None:
     """Why these margins cannot back a flip at ``confidence`` given the estimated rate ``eps``
     (None: they can). The plateau reading treats members as right on every confident pair; if
     their accuracy demonstrably falls across the confident half by more than the slack a flip has
-    (1 − accuracy_needed), the flips at its low end would be their mistakes."""
+    (1 − accuracy_needed), the flips at its low end would be their mistakes. ``probs``: the
+    plateau reading's P(label wrong) at ``eps``, when the caller has it already."""
     if eps >= MAX_USABLE_RATE:
         return (f"the estimated noise rate {eps:.1%} is at or above {MAX_USABLE_RATE:.0%}, where members too weak "
                 "to be sure of any pair look like heavy noise")
     m = torch.as_tensor(margins, dtype=torch.float64)
     if eps <= 0 or round(PLATEAU_SHARE * len(m)) < MIN_PLATEAU_PAIRS:
         return None
-    if not (p_wrong_at(m, eps) >= confidence).any():
+    probs = p_wrong_at(m, eps) if probs is None else probs
+    if not (probs >= confidence).any():
         return None  # the plateau reading flips nothing here either: nothing to refuse
     fall, se = confident_half_fall(m)
     accuracy_fall = (fall - FALL_Z * se) / (1 - 2 * eps)  # at least this, in accuracy points
@@ -151,9 +154,10 @@ def isotonic_weighted(values: Sequence[float], weights: Sequence[float]) -> list
     return [s / c for s, c, k in zip(sums, counts, sizes) for _ in range(k)]
 
 
-def p_wrong(margins: torch.Tensor, eps: float | None = None,
-            confidence: float = CONFIDENCE) -> tuple[torch.Tensor, float]:
-    """P(the given label is wrong) per pair, and the noise rate used (estimated when not given).
+def read_margins(margins: torch.Tensor, eps: float | None = None,
+                 confidence: float = CONFIDENCE) -> tuple[torch.Tensor, float, str | None]:
+    """P(the given label is wrong) per pair, the noise rate used (estimated when not given), and
+    why the margins cannot decide (None when they can).
 
     An estimated rate the margins cannot back (``why_undecidable``) gives 0.5 everywhere: no
     information, so nothing is flipped. A given rate is trusted up to 0.5."""
@@ -161,10 +165,21 @@ def p_wrong(margins: torch.Tensor, eps: float | None = None,
     estimated = eps is None
     eps = noise_rate(m) if estimated else eps
     if eps <= 0:
-        return torch.zeros_like(m), 0.0
-    if eps >= 0.5 or (estimated and why_undecidable(m, eps, confidence)):
-        return torch.full_like(m, 0.5), eps
-    return p_wrong_at(m, eps), eps
+        return torch.zeros_like(m), 0.0, None
+    coin = torch.full_like(m, 0.5)
+    probs = p_wrong_at(m, eps) if eps < 0.5 else coin
+    if estimated:
+        reason = why_undecidable(m, eps, confidence, probs)
+    else:
+        reason = f"a noise rate of {eps:.0%} leaves the labels no information" if eps >= 0.5 else None
+    return (coin if reason else probs), eps, reason
+
+
+def p_wrong(margins: torch.Tensor, eps: float | None = None,
+            confidence: float = CONFIDENCE) -> tuple[torch.Tensor, float]:
+    """``read_margins`` without the reason: P(label wrong) per pair and the noise rate used."""
+    probs, eps, _ = read_margins(margins, eps, confidence)
+    return probs, eps
 
 
 def p_wrong_at(margins: torch.Tensor, eps: float) -> torch.Tensor:

@@ -142,10 +142,20 @@ def test_accuracy_needed_by_hand():
     assert acc * 0.25 / (acc * 0.25 + (1 - acc) * 0.75) == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_sure_members_on_gold_labels_are_not_refused(seed):
+    """No refusal where the plateau reading flips nothing anyway: a refusal message on clean data
+    with members that are sure would send users after a problem they do not have."""
+    m, _ = weak_member_margins(2312, 0.0, lambda c: torch.sigmoid(3 * c), seed)
+    eps = noise_rate(m)
+    assert why_undecidable(m, eps) is None
+    assert (p_wrong(m)[0] >= clean.CONFIDENCE).sum() == 0
+
+
 def test_strength_says_when_clean_will_refuse_its_margins(tmp_path, monkeypatch):
     import rlhfkit.noise
 
-    monkeypatch.setattr(rlhfkit.noise, "why_undecidable", lambda m, eps, confidence=0.8: "members too weak (test)")
+    monkeypatch.setattr(rlhfkit.noise, "why_undecidable", lambda *args, **kwargs: "members too weak (test)")
     data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(24, 0.25, seed=0))
     r = cli("strength", data, "--model", "tiny-bert", "--folds", 3)
     assert r.exit_code == 0, r.stderr

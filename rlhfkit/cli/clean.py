@@ -53,7 +53,7 @@ def clean(
                       field_map, rereadable, source_name, summary)
     import torch
 
-    from ..noise import p_wrong as p_wrong_of, why_undecidable
+    from ..noise import read_margins
 
     flip = flip or flip_below is not None or flip_fraction is not None  # asking how much to flip asks to flip
     rules = Rules(flip=flip, flip_below=flip_below, flip_fraction=flip_fraction, confidence=confidence,
@@ -103,12 +103,10 @@ def clean(
             unanimous.append(all_against(ex))
             noisy.append(ex.raw.get("noisy") if isinstance(ex.raw.get("noisy"), bool) else None)
         if means and rules.needs_p_wrong:
-            p_wrong, eps = p_wrong_of(torch.tensor(means), noise_rate, rules.confidence)
+            p_wrong, eps, undecided = read_margins(torch.tensor(means), noise_rate, rules.confidence)
         else:
-            p_wrong, eps = None, None
+            p_wrong, eps, undecided = None, None, None
         p_list = p_wrong.tolist() if p_wrong is not None else None
-        undecided = (why_undecidable(torch.tensor(means), eps, rules.confidence)
-                     if eps is not None and noise_rate is None else None)
         if undecided:  # P(label wrong) is 0.5 everywhere: the rules built on it leave every pair alone
             rules = without_p_wrong(rules)
             p_list = None

@@ -50,7 +50,7 @@ def strength(
     """
     from ..io import (check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records, summary,
                       write_records)
-    from ..noise import calibration, noise_rate, p_wrong, why_undecidable
+    from ..noise import calibration, read_margins
     from ..progress import task_progress
     from ..strength import auroc, decile_curve, describe, pair_margins
     from ..strength import strength as strength_of
@@ -108,16 +108,14 @@ def strength(
     write_records(out, (ex.output(strength_mean=m, strength_std=s, strength_margins=d)
                         for ex, m, s, d in zip(examples, means.tolist(), stds.tolist(), margins.tolist())))
     info.update(describe(means, stds))
-    eps = noise_rate(means)
+    pw, eps, undecided = read_margins(means)
     info["noise_rate_estimate"] = round(eps, 4)
-    undecided = why_undecidable(means, eps)
     if undecided:
         info["undecided"] = undecided
     calib = None
     if all(isinstance(ex.raw.get("noisy"), bool) for ex in examples):  # reported, never used to decide
         noisy = [ex.raw["noisy"] for ex in examples]
         info["noisy_auroc"] = round(auroc((-means).tolist(), noisy), 4)
-        pw, _ = p_wrong(means)
         ece, table = calibration(pw.tolist(), noisy)
         info["p_wrong_ece"] = round(ece, 4)
         calib = table
