@@ -9,6 +9,12 @@ Reports the AUROC of −strength_mean for finding our flips, the precision and r
 cannot all be wrong labels) and the fraction of original pairs with mean < 0 (the paper saw ~25% on
 HH-RLHF train).
 
+Why the AUROC is what it is: let o be each pair's mean margin measured against its *original* (human)
+label (o = −mean on the pairs we flipped). Since our flips are random, the AUROC of −mean for them is
+P(o_a + o_b > 0) for a flipped pair a and an unflipped pair b: a property of how well the members
+order HH's own labels, nothing else. The result reports the members' agreement with the human labels
+(P(o > 0)) and that ceiling over all pairs, so a stronger --model can be judged by one number.
+
     python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256] [--member-epochs 2]
 """
 
@@ -23,6 +29,14 @@ import sys
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
+
+
+def auroc_for_random_flips(versus_human: list[float]) -> float:
+    """P(o_a + o_b > 0) over pairs of pairs: the AUROC of −mean that members with these margins (against
+    the human labels) give for flips drawn at random, whichever pairs are drawn."""
+    from rlhfkit.strength import auroc
+
+    return round(auroc(versus_human + [-o for o in versus_human], [True] * len(versus_human) + [False] * len(versus_human)), 4)
 
 
 def main() -> None:
@@ -88,6 +102,7 @@ def main() -> None:
     cleaned = [json.loads(line) for line in (out / f"clean-{tag}.jsonl").read_text().splitlines()]
     scored = [json.loads(line) for line in strength_path.read_text().splitlines()]
     original = [r for r in scored if not r["noisy"]]
+    versus_human = [-r["strength_mean"] if r["noisy"] else r["strength_mean"] for r in scored]
     result = {"command": "python benchmarks/hh_strength.py " + " ".join(sys.argv[1:]), "pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
               "construction": a.construction, "member_epochs": a.member_epochs, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
               "seconds": s.get("seconds"), "noise_rate_estimate": s.get("noise_rate_estimate"),
@@ -95,7 +110,9 @@ def main() -> None:
               "default_flips": cl["flip_quality"]["flipped"], "clean_undecided": cl.get("undecided"),
               "fraction_original_flipped": sum(r["clean_action"] == "flip" for r in cleaned if not r["noisy"]) / len(original),
               "fraction_original_mean_below_0": sum(r["strength_mean"] < 0 for r in original) / len(original),
-              "fraction_all_mean_below_0": s["fraction_mean_below_0"]}
+              "fraction_all_mean_below_0": s["fraction_mean_below_0"],
+              "members_agree_with_human_label": sum(o > 0 for o in versus_human) / len(versus_human),
+              "auroc_for_random_flips": auroc_for_random_flips(versus_human)}
     (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 
