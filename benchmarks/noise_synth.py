@@ -19,18 +19,20 @@ and by the old one (`--in-sample` heads on frozen minilm), then cleaned training
                estimate) with the noisy-channel likelihood (--noise-loss forward)
     new+forward  the new default's data, train-rm --noise-rate (the rate clean expects is left), forward loss
 
-Levers (strength settings stronger than the default, each followed by clean --flip; --variants):
+Levers (other strength settings, each followed by clean --flip; --variants). The default members
+are 3 folds x 3 epochs (members train on 2/3 of the pairs); the previous default was 5 folds x 1 epoch:
 
-    members-2ep, -3ep, -5ep    cross-fitted members fine-tuned 2, 3 or 5 epochs (default 1)
-    rounds-2                   a second cross-fitting round on the first round's corrections
-    members-lr1.5e-4           1-epoch members at 3x the learning rate (the default's time)
-    members-lr1e-4-b8          1-epoch members at 2x the learning rate, batch 8 (twice the steps, same time)
-    folds3-3ep                 3 folds, members 3 epochs on 2/3 of the pairs (1.5x the default's time)
-    folds2-4ep                 2 folds, members 4 epochs on half the pairs (the default's time)
-    rounds-2-3ep               two rounds of 3-epoch members (6x the default's member training)
+    folds5-1ep                 the previous default: 5 folds, members fine-tuned 1 epoch on 4/5 of the pairs
+    members-2ep, -3ep, -5ep    5 folds, members fine-tuned 2, 3 or 5 epochs (-3ep: twice the default's training)
+    rounds-2                   5 folds x 1 epoch, a second round on the first round's corrections
+    members-lr1.5e-4           5 folds x 1 epoch at 3x the learning rate
+    members-lr1e-4-b8          5 folds x 1 epoch at 2x the learning rate, batch 8 (twice the steps)
+    folds2-4ep                 2 folds, members 4 epochs on half the pairs
+    rounds-2-3ep               two rounds of 5 folds x 3 epochs (4x the default's member training)
     rounds-2-3ep-f0.15         the same strength, the lowest 15% flipped (clean --flip-fraction 0.15)
-    members-2ep-p0.5           2-epoch members, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
-    members-2ep-p0.95          2-epoch members, flip at P(label wrong) >= 0.95
+    members-2ep-p0.5           5 folds x 2 epochs, flip at P(label wrong) >= 0.5 (clean --confidence 0.5)
+    members-2ep-p0.95          5 folds x 2 epochs, flip at P(label wrong) >= 0.95
+    folds5-1ep-p0.9, -p0.95    the previous default's strength, flip at P(label wrong) >= 0.9 or 0.95
     new-p0.9, new-p0.95        the default strength, flip at P(label wrong) >= 0.9 or 0.95
 
 Diagnoses (they read the gold labels; not methods): which wrong labels does the reward model mind?
@@ -47,6 +49,11 @@ Runs already in --out are reused, so the grid can be grown a cell at a time.
 
     python benchmarks/noise_synth.py --noise 0 0.1 0.2 0.4 --seeds 0 1 2 [--n 1000] [--variants ...]
     python benchmarks/noise_synth.py --summary [--save results/noise_synth_grid_cpu.json]   # the table from what --out holds
+
+--out defaults to bench-out/noise_synth_3f3e (cells of today's default). Cells measured while the
+default was 5 folds x 1 epoch live in results/noise_synth_grid_5f1e_cpu.json (there `new` is that
+default, and the derived sets flip+drop, soft, flip+margin, robust, forward, new+forward and the
+oracle-* diagnoses were made from its strength).
 """
 
 from __future__ import annotations
@@ -62,18 +69,21 @@ from pathlib import Path
 from _run import read_jsonl, rlhfkit, write_jsonl
 
 # Stronger strength settings, each followed by `clean` (the levers measured against the default).
-LEVERS = {"members-2ep": (["--member-epochs", "2"], ["--flip"]),
-          "members-3ep": (["--member-epochs", "3"], ["--flip"]),
-          "members-5ep": (["--member-epochs", "5"], ["--flip"]),
-          "rounds-2": (["--rounds", "2"], ["--flip"]),
-          "members-lr1.5e-4": (["--member-lr", "1.5e-4"], ["--flip"]),
-          "members-lr1e-4-b8": (["--member-lr", "1e-4", "--batch-size", "8"], ["--flip"]),
-          "folds3-3ep": (["--folds", "3", "--member-epochs", "3"], ["--flip"]),
+LEVERS = {"folds5-1ep": (["--folds", "5", "--member-epochs", "1"], ["--flip"]),  # the previous default
+          "members-2ep": (["--folds", "5", "--member-epochs", "2"], ["--flip"]),
+          "members-3ep": (["--folds", "5", "--member-epochs", "3"], ["--flip"]),
+          "members-5ep": (["--folds", "5", "--member-epochs", "5"], ["--flip"]),
+          "rounds-2": (["--folds", "5", "--member-epochs", "1", "--rounds", "2"], ["--flip"]),
+          "members-lr1.5e-4": (["--folds", "5", "--member-epochs", "1", "--member-lr", "1.5e-4"], ["--flip"]),
+          "members-lr1e-4-b8": (["--folds", "5", "--member-epochs", "1", "--member-lr", "1e-4", "--batch-size", "8"],
+                                ["--flip"]),
           "folds2-4ep": (["--folds", "2", "--member-epochs", "4"], ["--flip"]),
-          "rounds-2-3ep": (["--rounds", "2", "--member-epochs", "3"], ["--flip"]),
-          "rounds-2-3ep-f0.15": (["--rounds", "2", "--member-epochs", "3"], ["--flip-fraction", "0.15"]),
-          "members-2ep-p0.5": (["--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
-          "members-2ep-p0.95": (["--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
+          "rounds-2-3ep": (["--folds", "5", "--rounds", "2", "--member-epochs", "3"], ["--flip"]),
+          "rounds-2-3ep-f0.15": (["--folds", "5", "--rounds", "2", "--member-epochs", "3"], ["--flip-fraction", "0.15"]),
+          "members-2ep-p0.5": (["--folds", "5", "--member-epochs", "2"], ["--flip", "--confidence", "0.5"]),
+          "members-2ep-p0.95": (["--folds", "5", "--member-epochs", "2"], ["--flip", "--confidence", "0.95"]),
+          "folds5-1ep-p0.9": (["--folds", "5", "--member-epochs", "1"], ["--flip", "--confidence", "0.9"]),
+          "folds5-1ep-p0.95": (["--folds", "5", "--member-epochs", "1"], ["--flip", "--confidence", "0.95"]),
           "new-p0.9": ([], ["--flip", "--confidence", "0.9"]),
           "new-p0.95": ([], ["--flip", "--confidence", "0.95"])}
 # Diagnoses, not methods: they read the gold labels to ask which wrong labels matter to the reward model.
@@ -313,7 +323,7 @@ def main() -> None:
                          f"gold-label diagnoses {' '.join(ORACLES)}")
     ap.add_argument("--model", default="minilm")
     ap.add_argument("--epochs", default="2")
-    ap.add_argument("--out", default="bench-out/noise_synth")
+    ap.add_argument("--out", default="bench-out/noise_synth_3f3e")
     ap.add_argument("--summary", action="store_true", help="only print the table of what --out holds")
     ap.add_argument("--save", help="also write every cell's result to this JSON file (raw numbers behind the table)")
     a = ap.parse_args()

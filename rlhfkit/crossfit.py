@@ -27,9 +27,9 @@ from .records import Example
 @dataclass
 class CrossFit:
     model: str = "minilm"
-    folds: int = 5
+    folds: int = 3
     rounds: int = 1
-    epochs: float = 1.0
+    epochs: float = 3.0
     lr: float = 5e-5
     batch_size: int = 16
     max_length: int = 256

@@ -324,9 +324,13 @@ def test_benchmark_oracles_put_right_exactly_the_wrong_labels_they_name():
 def test_strength_summary_names_the_cpu_default_and_the_stronger_flag(tmp_path):
     """The issue's rule for a budget-forced default: say so in the summary line, and make the stronger setting one flag."""
     data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(12, 0.25, seed=0))
-    weak = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2).stderr)
-    assert weak["member_epochs"] == 1 and "--member-epochs 3" in weak["stronger"]
-    strong = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2, "--member-epochs", 3).stderr)
+    default = last_json_line(cli("strength", data, "--model", "tiny-bert").stderr)
+    assert (default["folds"], default["member_epochs"]) == (3, 3)
+    # 4 x 3 pair-epochs of training per pair against the default's 2 x 3
+    assert "--folds 5 --member-epochs 3: about 2x the member training" in default["stronger"]
+    weak = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 2, "--member-epochs", 1).stderr)
+    assert "about 12x" in weak["stronger"]
+    strong = last_json_line(cli("strength", data, "--model", "tiny-bert", "--folds", 5, "--member-epochs", 3).stderr)
     assert strong["member_epochs"] == 3 and "stronger" not in strong
 
 

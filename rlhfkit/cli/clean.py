@@ -141,7 +141,7 @@ def clean(
         info["noise_rate_estimate"] = round(eps, 4)
         info["undecided"] = undecided
         err_console.print(f"[bold]clean[/]: nothing is flipped, softened or dropped by P(label wrong): {undecided}. "
-                          "Stronger members (`strength --member-epochs 3`, a larger --model) may tell; "
+                          "Stronger members (a larger `strength --model`) may tell; "
                           "--flip-below/--flip-fraction decide without them.", highlight=False)
     elif eps is not None:
         info["noise_rate_given" if noise_rate is not None else "noise_rate_estimate"] = round(eps, 4)
