@@ -1,7 +1,8 @@
 """Preference strength on real HH-RLHF pairs (../shared/data, harmless-base test, 2,312 pairs).
 
 A random 20% of the labels are flipped here (seeded). `strength` then scores every pair:
-  new        the default: cross-fitted minilm reward models (5 folds, 1 epoch each)
+  new        the default: cross-fitted minilm reward models (3 folds, 3 epochs each; --folds 5
+             --member-epochs 1 is the previous default)
   old        the previous default: K = 10 heads on frozen minilm trained on the data itself (--in-sample)
   two-stage  heads on a minilm reward model fine-tuned on the (noisy) pairs (--in-sample --from-rm)
 Reports the AUROC of −strength_mean for finding our flips, the precision and recall of the default
@@ -15,7 +16,7 @@ P(o_a + o_b > 0) for a flipped pair a and an unflipped pair b: a property of how
 order HH's own labels, nothing else. The result reports the members' agreement with the human labels
 (P(o > 0)) and that ceiling over all pairs, so a stronger --model can be judged by one number.
 
-    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256] [--member-epochs 2]
+    python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256] [--folds 5] [--member-epochs 1]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--two-stage", action="store_true", help="same as --construction two-stage")
     ap.add_argument("--limit", type=int, default=None, help="a random sample of N pairs (the time budget names 1,000)")
     ap.add_argument("--member-epochs", default=None, help="strength --member-epochs (new construction; default: strength's)")
+    ap.add_argument("--folds", default=None, help="strength --folds (new construction; default: strength's)")
     ap.add_argument("--out", default="bench-out/hh_strength")
     ap.add_argument("--reuse-strength", action="store_true",
                     help="keep --out's strength file and its recorded summary; rerun only `clean` (after a change to it)")
@@ -81,10 +83,11 @@ def main() -> None:
                         "--warmup-ratio", "0.1", "--max-length", a.max_length, "--save-steps", "0", "--seed", str(a.seed)],
                        capture_output=True, text=True, check=True)
         extra = ["--in-sample", "--from-rm", str(out / "rm")]
-    if a.member_epochs and a.construction == "new":
-        extra = ["--member-epochs", a.member_epochs]
+    if a.construction == "new":
+        extra = (["--member-epochs", a.member_epochs] if a.member_epochs else []) + (["--folds", a.folds] if a.folds else [])
     tag = f"{a.construction}-n{a.limit}" if a.limit else a.construction
     tag += f"-ep{a.member_epochs}" if a.member_epochs else ""
+    tag += f"-f{a.folds}" if a.folds else ""
     strength_path = out / f"strength-{tag}.jsonl"
     previous = out / f"result-{tag}.json"
     if a.reuse_strength and strength_path.exists() and previous.exists():
@@ -104,7 +107,7 @@ def main() -> None:
     original = [r for r in scored if not r["noisy"]]
     versus_human = [-r["strength_mean"] if r["noisy"] else r["strength_mean"] for r in scored]
     result = {"command": "python benchmarks/hh_strength.py " + " ".join(sys.argv[1:]), "pairs": len(scored), "flipped_by_us": sum(r["noisy"] for r in scored), "model": a.model,
-              "construction": a.construction, "member_epochs": a.member_epochs, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
+              "construction": a.construction, "member_epochs": a.member_epochs, "folds": a.folds, "max_length": int(a.max_length), "noisy_auroc": s["noisy_auroc"],
               "seconds": s.get("seconds"), "noise_rate_estimate": s.get("noise_rate_estimate"),
               "default_flip_precision": cl["flip_quality"]["precision"], "default_flip_recall": cl["flip_quality"]["recall"],
               "default_flips": cl["flip_quality"]["flipped"], "clean_undecided": cl.get("undecided"),
