@@ -14,7 +14,8 @@ Why the AUROC is what it is: let o be each pair's mean margin measured against i
 label (o = −mean on the pairs we flipped). Since our flips are random, the AUROC of −mean for them is
 P(o_a + o_b > 0) for a flipped pair a and an unflipped pair b: a property of how well the members
 order HH's own labels, nothing else. The result reports the members' agreement with the human labels
-(P(o > 0)) and that ceiling over all pairs, so a stronger --model can be judged by one number.
+(P(o > 0)), that AUROC computed from o over all pairs, and the agreement that Gaussian margins would
+need for an AUROC of 0.70 (Φ(Φ⁻¹(0.70)/√2)), so a stronger --model can be judged by one number.
 
     python benchmarks/hh_strength.py [--construction new|old|two-stage] [--limit 1000] [--max-length 256] [--folds 5] [--member-epochs 1]
 """
@@ -28,6 +29,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
 
@@ -115,7 +117,8 @@ def main() -> None:
               "fraction_original_mean_below_0": sum(r["strength_mean"] < 0 for r in original) / len(original),
               "fraction_all_mean_below_0": s["fraction_mean_below_0"],
               "members_agree_with_human_label": sum(o > 0 for o in versus_human) / len(versus_human),
-              "auroc_for_random_flips": auroc_for_random_flips(versus_human)}
+              "auroc_for_random_flips": auroc_for_random_flips(versus_human),
+              "agreement_for_auroc_0.70_if_gaussian": round(NormalDist().cdf(NormalDist().inv_cdf(0.70) / 2 ** 0.5), 4)}
     (out / f"result-{tag}.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

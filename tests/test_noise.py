@@ -1,5 +1,6 @@
 """Issue 12: out-of-sample strength, the noise-rate estimate, calibrated P(label wrong), the flip rule."""
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -407,3 +408,12 @@ def test_benchmark_reruns_strength_whose_file_is_missing(tmp_path, monkeypatch):
     assert calls.count("strength") == 1 and (cell / "strength-new.jsonl").exists()
     ns.run_cell(tmp_path, 10, 0.2, 0, [], "minilm", "2")
     assert calls.count("strength") == 1
+
+
+def test_hh_benchmark_auroc_for_random_flips_by_hand():
+    """P(o_a + o_b > 0) over all ordered pairs of pairs: for o = (1, -2, 3), 6 of the 9 sums are positive."""
+    spec = importlib.util.spec_from_file_location("hh_strength", Path(__file__).resolve().parents[1] / "benchmarks" / "hh_strength.py")
+    hh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hh)
+    assert hh.auroc_for_random_flips([1.0, -2.0, 3.0]) == round(6 / 9, 4)
+    assert hh.auroc_for_random_flips([0.5, 2.0]) == 1.0  # members that agree with every human label
