@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SPEED = {
     "train-rm": "--max-steps 2 --save-steps 0",
-    "strength": "--folds 2",
+    "strength": "--folds 2 --member-epochs 1",
     "ppo": "--steps 1 --batch-size 2 --mini-batch-size 2 --max-new-tokens 4 --save-steps 0",
     "generate": "--max-new-tokens 4",
     "pm-divergence": "--max-new-tokens 4",
