@@ -252,6 +252,84 @@ def test_cross_fitting_on_a_tiny_model_end_to_end(tmp_path):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_strength_work_dir_resumes_a_stopped_cross_fitting_to_the_same_margins(tmp_path):
+    """A run stopped after some folds (their files written, the rest not) resumes from --work-dir: the
+    finished folds are read, not retrained, and the output equals an uninterrupted run's, also when a
+    later round's training depends on the earlier round's margins."""
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(30, 0.2, seed=1))
+    flags = ["--model", "tiny-bert", "--folds", 3, "--rounds", 2, "--member-epochs", 1]
+    plain = cli("strength", data, *flags)
+    assert plain.exit_code == 0, plain.stderr
+    work = tmp_path / "work"
+    first = cli("strength", data, *flags, "--work-dir", work)
+    assert first.exit_code == 0, first.stderr
+    assert first.stdout == plain.stdout and last_json_line(first.stderr)["folds_reused"] == 0
+    assert sorted(f.name for f in work.glob("round-*.json")) == [f"round-{r}-fold-{k}.json" for r in (0, 1) for k in range(3)]
+
+    # stopped in round 2: its last two folds never finished; a killed write left a temp file
+    for k in (1, 2):
+        (work / f"round-1-fold-{k}.json").unlink()
+    (work / "round-1-fold-1.json.tmp999").write_text('{"fingerprint": "x", "margi')
+    resumed = cli("strength", data, *flags, "--work-dir", work, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert resumed.stdout == plain.stdout
+    assert last_json_line(resumed.stderr)["folds_reused"] == 4 and "4 of 6 fold(s)" in resumed.stderr
+    assert not list(work.glob("*.tmp*"))
+
+    # a finished fold is read from disk, not retrained: a planted margin comes through
+    saved = json.loads((work / "round-0-fold-0.json").read_text())
+    saved["margins"][0] = 123.0
+    (work / "round-0-fold-0.json").write_text(json.dumps(saved))
+    planted = read_jsonl(cli("strength", data, *flags, "--work-dir", work, "--resume").stdout)
+    assert planted[saved["held"][0]]["strength_margins"][0] == 123.0
+    # without --resume the run starts over (as train-rm's does) and replaces what the directory held
+    again = cli("strength", data, *flags, "--work-dir", work)
+    assert again.stdout == plain.stdout and last_json_line(again.stderr)["folds_reused"] == 0
+    assert json.loads((work / "round-0-fold-0.json").read_text())["margins"][0] != 123.0
+
+
+def test_strength_killed_mid_cross_fitting_resumes_to_the_same_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(200, 0.2, seed=1))
+    args = [sys.executable, "-m", "rlhfkit", "strength", str(data), "--model", "tiny-bert"]
+    plain = subprocess.run([*args, "--out", str(tmp_path / "plain.jsonl")], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    work, out = tmp_path / "work", tmp_path / "s.jsonl"
+    proc = subprocess.Popen([*args, "--work-dir", str(work), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (work / "round-0-fold-0.json").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and not (work / "round-0-fold-2.json").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run([*args, "--work-dir", str(work), "--resume", "--out", str(out)], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert last_json_line(resumed.stderr)["folds_reused"] >= 1
+    assert out.read_text() == (tmp_path / "plain.jsonl").read_text()
+
+
+def test_strength_work_dir_of_another_run_is_refused(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(12, 0.2, seed=1))
+    work, out = tmp_path / "work", tmp_path / "s.jsonl"
+    assert cli("strength", data, "--model", "tiny-bert", "--member-epochs", 1, "--work-dir", work).exit_code == 0
+    r = cli("strength", data, "--model", "tiny-bert", "--member-epochs", 2, "--work-dir", work, "--resume", "--out", out)
+    assert r.exit_code == 2 and f"--work-dir {work}: holds the folds of another cross-fitting" in r.stderr
+    assert not out.exists()
+    other = write_jsonl(tmp_path / "e.jsonl", synth.pairs(12, 0.2, seed=2))
+    assert cli("strength", other, "--model", "tiny-bert", "--member-epochs", 1, "--work-dir", work,
+               "--resume").exit_code == 2
+    r = cli("strength", data, "--in-sample", "--model", "tiny-bert", "--work-dir", work)
+    assert r.exit_code == 2 and "--work-dir keeps cross-fitted folds" in r.stderr
+    r = cli("strength", data, "--model", "tiny-bert", "--resume")
+    assert r.exit_code == 2 and "--resume reads the folds kept by --work-dir" in r.stderr
+
+
 def test_strength_and_clean_decide_nothing_from_synth_truth(tmp_path):
     rows = list(synth.pairs(30, 0.3, seed=2))
     with_truth = write_jsonl(tmp_path / "t.jsonl", rows)

@@ -23,6 +23,8 @@ def strength(
     rounds: int = typer.Option(1, "--rounds", min=1, metavar="N", help="Cross-fitting rounds; each later round trains on labels the previous one corrected (slower, a little sharper)."),
     member_epochs: float = typer.Option(3.0, "--member-epochs", metavar="X", help="Epochs of each cross-fitted member's fine-tuning."),
     member_lr: float = typer.Option(5e-5, "--member-lr", metavar="X", help="Learning rate of the members' fine-tuning."),
+    work_dir: Optional[str] = typer.Option(None, "--work-dir", metavar="DIR", help="Keep each finished fold's margins here, so that an interrupted run can --resume."),
+    resume: bool = typer.Option(False, "--resume", help="With --work-dir: read the folds a stopped run with the same inputs and flags finished, train only the rest."),
     in_sample: bool = typer.Option(False, "--in-sample", help="The paper's construction instead: K heads on a frozen --model (or --from-rm) trained on DATA itself, voting on their own training pairs."),
     from_rm: Optional[str] = typer.Option(None, "--from-rm", metavar="DIR", help="--in-sample heads on this reward model's backbone (the two-stage recipe)."),
     heads: int = typer.Option(10, "--heads", min=1, metavar="N", help="--in-sample: number of heads K."),
@@ -64,6 +66,16 @@ def strength(
         check_dir_output(save_ensemble, "--save-ensemble")
     if (from_rm or save_ensemble) and not in_sample and ensemble is None:
         in_sample = True  # --from-rm and --save-ensemble only make sense for the in-sample heads
+    if work_dir:
+        if in_sample or ensemble is not None:
+            from ..io import UsageError
+
+            raise UsageError("--work-dir keeps cross-fitted folds: it does not apply to --in-sample or --ensemble")
+        check_dir_output(work_dir, "--work-dir")
+    elif resume:
+        from ..io import UsageError
+
+        raise UsageError("--resume reads the folds kept by --work-dir DIR: give the directory of the stopped run")
     examples, stats = read_records(data, ("pair",), on_error, rejects, field_map(fields))
     info: dict = {}
     if ensemble is not None:
@@ -85,15 +97,16 @@ def strength(
         margins = rewards[: len(examples)] - rewards[len(examples):]
         info.update(construction="in-sample heads", members=heads, ensemble=save_ensemble)
     else:
-        from ..crossfit import CrossFit, cross_fit
+        from ..crossfit import CrossFit, FoldStore, cross_fit
 
         cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
                        batch_size=batch_size, max_length=max_length or 256, seed=seed)
         err_console.print(f"strength: cross-fitting {len(examples)} pairs, {folds} folds x {rounds} round(s) of "
                           f"{model} fine-tuned {member_epochs:g} epoch(s) each", highlight=False)
         try:
+            store = FoldStore(work_dir, examples, cfg, resume) if work_dir else None
             with task_progress("strength (cross-fitting)", folds * rounds) as advance:
-                margins, _, fit_info = cross_fit(examples, cfg, advance)
+                margins, _, fit_info = cross_fit(examples, cfg, advance, store)
         except ValueError as e:
             from ..io import UsageError
 
@@ -101,6 +114,11 @@ def strength(
         margins = margins.float()
         info.update(construction="cross-fitted", folds=folds, rounds=rounds, members=rounds, model=model,
                     member_epochs=member_epochs, seconds=fit_info["seconds"])
+        if work_dir:
+            info.update(work_dir=work_dir, folds_reused=fit_info["folds_reused"])
+            if fit_info["folds_reused"]:
+                err_console.print(f"strength: resumed: {fit_info['folds_reused']} of {folds * rounds} fold(s) read from "
+                                  f"{work_dir}, not retrained", highlight=False)
         if folds < STRONGER_FOLDS or member_epochs < STRONGER_MEMBER_EPOCHS:
             cost = (STRONGER_FOLDS - 1) * STRONGER_MEMBER_EPOCHS / ((folds - 1) * member_epochs)  # pairs x epochs trained
             info["stronger"] = (f"--folds {STRONGER_FOLDS} --member-epochs {STRONGER_MEMBER_EPOCHS}: about {cost:.2g}x "
