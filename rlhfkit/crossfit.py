@@ -18,9 +18,7 @@ fold model's training is seeded on its own, and later rounds read only earlier m
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Sequence
 
 import torch
 
+from .io import UsageError, write_json_atomic
 from .noise import p_wrong
 from .records import Example
 
@@ -70,57 +69,43 @@ def margins_of(fitted, examples: Sequence[Example], max_length: int, batch_size:
     return [a - b for a, b in zip(r[:n], r[n:])]
 
 
-def run_fingerprint(examples: Sequence[Example], cfg: CrossFit) -> str:
-    """A hash of everything the fold models' margins depend on: the settings and, per pair in order,
-    what training and scoring read (texts, label, margin)."""
-    content = {"settings": dataclasses.asdict(cfg),
-               "pairs": [[ex.prompt, ex.chosen, ex.rejected, ex.label, ex.margin] for ex in examples]}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
-
-
 class FoldStore:
-    """Finished folds on disk: DIR/crossfit.json names the run (``run_fingerprint``) and
-    DIR/round-R-fold-K.json holds one fold's held-out pairs and margins, written atomically once
-    the fold is scored. ``resume`` reads the folds a stopped run finished and refuses a directory
-    of another run (other pairs or settings); without it the run starts over, replacing them."""
+    """Finished folds on disk: DIR/crossfit.json holds the run's identity (the settings and the data
+    fingerprint, as train-rm's checkpoints do) and DIR/round-R-fold-K.json one fold's held-out
+    margins, each written atomically once the fold is scored. ``resume`` reads the folds a stopped
+    run finished and refuses a directory of another run, naming what differs; without it the run
+    starts over, replacing them."""
 
     def __init__(self, directory: str, examples: Sequence[Example], cfg: CrossFit, resume: bool = False):
+        from .checkpoint import check_identity
+        from .rewards.data import fingerprint
+
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.fingerprint = run_fingerprint(examples, cfg)
-        for partial in self.dir.glob("*.json.tmp*"):  # a write a kill cut short; its fold is trained again
-            partial.unlink()
+        self.identity = {**dataclasses.asdict(cfg), "data_fingerprint": fingerprint(examples)}
         manifest = self.dir / "crossfit.json"
         if resume and manifest.exists():
-            if json.loads(manifest.read_text()).get("fingerprint") != self.fingerprint:
-                raise ValueError(f"--work-dir {directory}: holds the folds of another cross-fitting (other pairs "
-                                 "or settings); give the same inputs and flags to resume, or drop --resume")
+            check_identity(json.loads(manifest.read_text()), self.identity, self.dir)
             return
         for old in self.dir.glob("round-*-fold-*.json"):
             old.unlink()
-        self._write(manifest, {"fingerprint": self.fingerprint, "pairs": len(examples),
-                               "settings": dataclasses.asdict(cfg)})
-
-    def _write(self, path: Path, obj: dict) -> None:
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(obj))
-        os.replace(tmp, path)
+        write_json_atomic(str(manifest), self.identity)
 
     def _path(self, r: int, k: int) -> Path:
         return self.dir / f"round-{r}-fold-{k}.json"
 
-    def load(self, r: int, k: int, held: list[int]) -> list[float] | None:
-        """The fold's saved margins, or None when it has not finished."""
+    def load(self, r: int, k: int, size: int) -> list[float] | None:
+        """The fold's saved margins (``size`` of them), or None when it has not finished."""
         path = self._path(r, k)
         if not path.exists():
             return None
-        saved = json.loads(path.read_text())
-        if saved.get("fingerprint") != self.fingerprint or saved.get("held") != held:
-            raise ValueError(f"{path}: written by another cross-fitting; remove it or give an empty --work-dir")
-        return saved["margins"]
+        margins = json.loads(path.read_text())
+        if len(margins) != size:
+            raise UsageError(f"{path}: holds {len(margins)} margins, the fold has {size} pairs: "
+                             "remove it or start over without --resume")
+        return margins
 
-    def save(self, r: int, k: int, held: list[int], margins: list[float]) -> None:
-        self._write(self._path(r, k), {"fingerprint": self.fingerprint, "held": held, "margins": margins})
+    def save(self, r: int, k: int, margins: list[float]) -> None:
+        write_json_atomic(str(self._path(r, k)), margins)
 
 
 def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
@@ -146,7 +131,7 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
         train_view = [swapped(ex) if flips[i] else ex for i, ex in enumerate(examples)]
         for k in range(cfg.folds):
             held = [i for i in range(n) if fold[i] == k]
-            held_margins = store.load(r, k, held) if store is not None else None
+            held_margins = store.load(r, k, len(held)) if store is not None else None
             if held_margins is None:
                 train = [ex for i, ex in enumerate(train_view) if fold[i] != k]
                 tcfg = TrainConfig(model=cfg.model, out=None, lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
@@ -156,7 +141,7 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
                 held_margins = [float(x) for x in margins_of(fitted, [examples[i] for i in held], cfg.max_length)]
                 del fitted
                 if store is not None:
-                    store.save(r, k, held, held_margins)
+                    store.save(r, k, held_margins)
             else:
                 info["folds_reused"] += 1
             margins[held, r] = torch.tensor(held_margins, dtype=torch.float64)

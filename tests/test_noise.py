@@ -269,23 +269,24 @@ def test_strength_work_dir_resumes_a_stopped_cross_fitting_to_the_same_margins(t
     # stopped in round 2: its last two folds never finished; a killed write left a temp file
     for k in (1, 2):
         (work / f"round-1-fold-{k}.json").unlink()
-    (work / "round-1-fold-1.json.tmp999").write_text('{"fingerprint": "x", "margi')
+    (work / ".rlhfkit-999999-torn.tmp").write_text('[0.12, 0.3')  # the temp-file name of rlhfkit's atomic writes
     resumed = cli("strength", data, *flags, "--work-dir", work, "--resume")
     assert resumed.exit_code == 0, resumed.stderr
     assert resumed.stdout == plain.stdout
     assert last_json_line(resumed.stderr)["folds_reused"] == 4 and "4 of 6 fold(s)" in resumed.stderr
-    assert not list(work.glob("*.tmp*"))
+    assert not list(work.glob(".rlhfkit-*.tmp"))  # swept: its writer is dead
 
     # a finished fold is read from disk, not retrained: a planted margin comes through
     saved = json.loads((work / "round-0-fold-0.json").read_text())
-    saved["margins"][0] = 123.0
+    first_of_fold = crossfit.fold_assignment(30, 3, 0).index(0)  # round 0's split at --seed 0
+    saved[0] = 123.0
     (work / "round-0-fold-0.json").write_text(json.dumps(saved))
     planted = read_jsonl(cli("strength", data, *flags, "--work-dir", work, "--resume").stdout)
-    assert planted[saved["held"][0]]["strength_margins"][0] == 123.0
+    assert planted[first_of_fold]["strength_margins"][0] == 123.0
     # without --resume the run starts over (as train-rm's does) and replaces what the directory held
     again = cli("strength", data, *flags, "--work-dir", work)
     assert again.stdout == plain.stdout and last_json_line(again.stderr)["folds_reused"] == 0
-    assert json.loads((work / "round-0-fold-0.json").read_text())["margins"][0] != 123.0
+    assert json.loads((work / "round-0-fold-0.json").read_text())[0] != 123.0
 
 
 def test_strength_killed_mid_cross_fitting_resumes_to_the_same_output(tmp_path):
@@ -319,7 +320,7 @@ def test_strength_work_dir_of_another_run_is_refused(tmp_path):
     work, out = tmp_path / "work", tmp_path / "s.jsonl"
     assert cli("strength", data, "--model", "tiny-bert", "--member-epochs", 1, "--work-dir", work).exit_code == 0
     r = cli("strength", data, "--model", "tiny-bert", "--member-epochs", 2, "--work-dir", work, "--resume", "--out", out)
-    assert r.exit_code == 2 and f"--work-dir {work}: holds the folds of another cross-fitting" in r.stderr
+    assert r.exit_code == 2 and f"{work} belongs to another run (epochs 1.0 -> 2.0)" in r.stderr
     assert not out.exists()
     other = write_jsonl(tmp_path / "e.jsonl", synth.pairs(12, 0.2, seed=2))
     assert cli("strength", other, "--model", "tiny-bert", "--member-epochs", 1, "--work-dir", work,

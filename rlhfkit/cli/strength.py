@@ -51,8 +51,8 @@ def strength(
     are never used to decide anything. --in-sample gives the paper's construction; --ensemble
     scores with a ready ensemble.
     """
-    from ..io import (check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records, summary,
-                      write_records)
+    from ..io import (UsageError, check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records,
+                      summary, write_records)
     from ..noise import calibration, read_margins
     from ..progress import task_progress
     from ..strength import auroc, decile_curve, describe, pair_margins
@@ -66,16 +66,12 @@ def strength(
         check_dir_output(save_ensemble, "--save-ensemble")
     if (from_rm or save_ensemble) and not in_sample and ensemble is None:
         in_sample = True  # --from-rm and --save-ensemble only make sense for the in-sample heads
-    if work_dir:
-        if in_sample or ensemble is not None:
-            from ..io import UsageError
-
-            raise UsageError("--work-dir keeps cross-fitted folds: it does not apply to --in-sample or --ensemble")
-        check_dir_output(work_dir, "--work-dir")
-    elif resume:
-        from ..io import UsageError
-
+    if work_dir and (in_sample or ensemble is not None):
+        raise UsageError("--work-dir keeps cross-fitted folds: it does not apply to --in-sample or --ensemble")
+    if resume and not work_dir:
         raise UsageError("--resume reads the folds kept by --work-dir DIR: give the directory of the stopped run")
+    if work_dir:
+        check_dir_output(work_dir, "--work-dir")
     examples, stats = read_records(data, ("pair",), on_error, rejects, field_map(fields))
     info: dict = {}
     if ensemble is not None:
@@ -108,8 +104,6 @@ def strength(
             with task_progress("strength (cross-fitting)", folds * rounds) as advance:
                 margins, _, fit_info = cross_fit(examples, cfg, advance, store)
         except ValueError as e:
-            from ..io import UsageError
-
             raise UsageError(str(e)) from None
         margins = margins.float()
         info.update(construction="cross-fitted", folds=folds, rounds=rounds, members=rounds, model=model,
