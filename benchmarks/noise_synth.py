@@ -180,7 +180,8 @@ def run_cell(out: Path, n: int, noise: float, seed: int, variants: list[str], mo
             t0 = time.perf_counter()
             _, s = rlhfkit("strength", noisy, "--model", model, *flags, "--seed", seed, "--out", path)
             result[key] = {k: s.get(k) for k in ("noisy_auroc", "noise_rate_estimate", "p_wrong_ece",
-                                                 "fraction_mean_below_0")}
+                                                 "fraction_mean_below_0", "members", "std_median",
+                                                 "noisy_auroc_fold_models", "seconds_spread") if k in s}
             result[key]["seconds"] = round(time.perf_counter() - t0, 1)
             save(result_path, result)
         return result[key]

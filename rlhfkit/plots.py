@@ -35,6 +35,10 @@ def short_label(name: str) -> str:
     return os.path.basename(name) or name
 
 
+DEGENERATE_STD = ("std is 0 on every pair:\none margin per pair\n(a single member),\n"
+                  "so there is no spread to show")
+
+
 def strength_figure(path: str, means: Sequence[float], stds: Sequence[float], deciles: Sequence[tuple[float, float]],
                     reliability: Sequence[dict] | None = None) -> None:
     """Histograms of strength mean and std, std against mean by decile (Secrets II Figs 1-2) and,
@@ -46,10 +50,14 @@ def strength_figure(path: str, means: Sequence[float], stds: Sequence[float], de
     axes[0].hist(means, bins=50, color="tab:blue")
     axes[0].axvline(0, color="black", lw=0.8, ls="--")
     axes[0].set(title="mean", xlabel="mean reward margin (reward units)", ylabel="pairs (count)")
-    axes[1].hist(stds, bins=50, color="tab:orange", hatch="//")
-    axes[1].set(title="std", xlabel="std of the margin over members (reward units)", ylabel="pairs (count)")
     xs, ys = zip(*deciles)
-    axes[2].plot(range(1, len(xs) + 1), ys, marker="o", color="tab:orange", label="std")
+    if max(stds, default=0.0) > 0:
+        axes[1].hist(stds, bins=50, color="tab:orange", hatch="//")
+        axes[2].plot(range(1, len(xs) + 1), ys, marker="o", color="tab:orange", label="std")
+    else:  # one margin per pair (one member): there is no spread to draw, and an empty panel would hide why
+        axes[1].text(0.5, 0.5, DEGENERATE_STD, ha="center", va="center", wrap=True, transform=axes[1].transAxes)
+        axes[2].text(0.5, 0.08, "std: none (one margin per pair)", ha="center", transform=axes[2].transAxes)
+    axes[1].set(title="std", xlabel="std of the margin over members (reward units)", ylabel="pairs (count)")
     ax2 = axes[2].twinx()
     ax2.plot(range(1, len(xs) + 1), xs, marker="s", ls="--", color="tab:blue", label="mean")
     axes[2].set(title="by decile of mean strength", xlabel="decile (lowest mean first)", ylabel="mean std")

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -207,10 +208,14 @@ def test_confident_rule_on_hand_made_strengths():
 # ---------------------------------------------------------------- cross-fitting never scores with a member that saw the pair
 
 def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch):
+    """Neither a fold model nor any of its spread heads has seen a pair it scores: the heads are
+    fitted on features of the fold's training pairs only (each pair's number is planted in its
+    features, so the heads' training data can be read back)."""
+    from rlhfkit import ensemble
     from rlhfkit.rewards import train
 
     examples = [crossfit_example(i) for i in range(23)]
-    seen_by = []
+    seen_by, heads_fitted_on = [], []
 
     class Fake:
         def __init__(self, trained_on):
@@ -220,19 +225,34 @@ def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch
         seen_by.append(Fake(train_examples))
         return seen_by[-1]
 
-    def fake_margins(fitted, held, max_length, batch_size=32):
-        assert not fitted.trained_on & {e.id for e in held}
-        return [float(len(e.id)) for e in held]
+    def fake_features(fitted, exs, max_length, batch_size=32):
+        number = torch.tensor([float(e.id[1:]) for e in exs])
+        side = torch.cat([torch.ones(len(exs)), -torch.ones(len(exs))])
+        return torch.cat([number, torch.zeros(len(exs))]), torch.stack([torch.cat([number, number]), side], 1)
+
+    real_train_heads = ensemble.train_heads
+
+    def spy_train_heads(fc, fr, cfg, margin=None, label=None, log=None):
+        assert cfg.bootstrap and cfg.heads == 3
+        heads_fitted_on.append({f"p{int(x)}" for x in fc[:, 0].tolist()})
+        return real_train_heads(fc, fr, cfg, margin, label, log)
 
     monkeypatch.setattr(train, "fit_reward_model", fake_fit)
-    monkeypatch.setattr(crossfit, "margins_of", fake_margins)
-    margins, folds, _ = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2))
-    assert len(seen_by) == 8 and margins.shape == (23, 2)
-    for fold in folds:
+    monkeypatch.setattr(crossfit, "rewards_and_features", fake_features)
+    monkeypatch.setattr(ensemble, "train_heads", spy_train_heads)
+    margins, folds, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2, heads=3))
+    assert len(seen_by) == 8 and len(heads_fitted_on) == 8 and margins.shape == (23, 2 * 3)
+    assert info["fold_model_margins"].shape == (23, 2)
+    for r, fold in enumerate(folds):
         sizes = [fold.count(k) for k in range(4)]
         assert max(sizes) - min(sizes) <= 1
-        assert all(len(f.trained_on) == 23 - sizes[k] for k, f in zip(range(4), seen_by))
+        for k in range(4):
+            held = {e.id for e, f in zip(examples, fold) if f == k}
+            fold_model, heads_data = seen_by[4 * r + k], heads_fitted_on[4 * r + k]
+            assert len(fold_model.trained_on) == 23 - sizes[k] and not fold_model.trained_on & held
+            assert heads_data == fold_model.trained_on  # the heads' data: exactly the fold model's
     assert folds[0] != folds[1]  # a fresh split each round
+    assert (margins.std(1) > 0).all()  # bootstrap heads disagree
 
 
 def crossfit_example(i):
@@ -246,9 +266,15 @@ def test_cross_fitting_on_a_tiny_model_end_to_end(tmp_path):
     r = cli("strength", data, "--model", "tiny-bert", "--folds", 3, "--member-epochs", 1, "--plot", tmp_path / "s.png")
     assert r.exit_code == 0, r.stderr
     out = read_jsonl(r.stdout)
-    assert len(out) == 24 and all(len(x["strength_margins"]) == 1 and x["strength_std"] == 0 for x in out)
+    assert len(out) == 24 and all(len(x["strength_margins"]) == 10 for x in out)
+    for x in out:  # mean and std (population form, as the paper) are those of the record's own margins
+        assert x["strength_std"] > 0
+        assert x["strength_mean"] == pytest.approx(statistics.fmean(x["strength_margins"]), abs=1e-5)
+        assert x["strength_std"] == pytest.approx(statistics.pstdev(x["strength_margins"]), abs=1e-5)
     s = last_json_line(r.stderr)
     assert s["construction"] == "cross-fitted" and s["folds"] == 3 and "noise_rate_estimate" in s and "seconds" in s
+    assert s["members"] == 10 and s["heads_per_fold"] == 10 and s["std_median"] > 0 and 0 < s["seconds_spread"] < s["seconds"]
+    assert "noisy_auroc_fold_models" in s
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -279,14 +305,18 @@ def test_strength_work_dir_resumes_a_stopped_cross_fitting_to_the_same_margins(t
     # a finished fold is read from disk, not retrained: a planted margin comes through
     saved = json.loads((work / "round-0-fold-0.json").read_text())
     first_of_fold = crossfit.fold_assignment(30, 3, 0).index(0)  # round 0's split at --seed 0
-    saved[0] = 123.0
+    saved[0][0] = 123.0  # the first pair's first head
     (work / "round-0-fold-0.json").write_text(json.dumps(saved))
     planted = read_jsonl(cli("strength", data, *flags, "--work-dir", work, "--resume").stdout)
     assert planted[first_of_fold]["strength_margins"][0] == 123.0
     # without --resume the run starts over (as train-rm's does) and replaces what the directory held
     again = cli("strength", data, *flags, "--work-dir", work)
     assert again.stdout == plain.stdout and last_json_line(again.stderr)["folds_reused"] == 0
-    assert json.loads((work / "round-0-fold-0.json").read_text())[0] != 123.0
+    assert json.loads((work / "round-0-fold-0.json").read_text())[0][0] != 123.0
+    # a fold file of another shape (the one-member format of earlier versions) is refused, naming it
+    (work / "round-0-fold-0.json").write_text(json.dumps([0.5] * len(saved)))
+    r = cli("strength", data, *flags, "--work-dir", work, "--resume")
+    assert r.exit_code == 2 and "round-0-fold-0.json: does not hold" in r.stderr
 
 
 def test_strength_killed_mid_cross_fitting_resumes_to_the_same_output(tmp_path):
@@ -459,9 +489,10 @@ def test_a_second_round_corrects_nothing_when_the_first_cannot_tell(monkeypatch)
 
     coin = iter(torch.randn(40, generator=torch.Generator().manual_seed(0)).tolist())
     monkeypatch.setattr(train, "fit_reward_model", fake_fit)
-    monkeypatch.setattr(crossfit, "margins_of", lambda fitted, held, max_length, batch_size=32: [next(coin) for _ in held])
+    monkeypatch.setattr(crossfit, "rewards_and_features",
+                        lambda fitted, held, max_length, batch_size=32: (torch.tensor([next(coin) for _ in held] + [0.0] * len(held)), None))
     monkeypatch.setattr(crossfit, "p_wrong", lambda m: (torch.full_like(torch.as_tensor(m), 0.5), 0.5))
-    _, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2))
+    _, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2, heads=0))
     assert info["corrected_for_training"] == [0]
     assert all(chosen.startswith("good") for pairs in trained_on[4:] for chosen, _ in pairs)
 
@@ -496,3 +527,22 @@ def test_hh_benchmark_auroc_for_random_flips_by_hand():
     spec.loader.exec_module(hh)
     assert hh.auroc_for_random_flips([1.0, -2.0, 3.0]) == round(6 / 9, 4)
     assert hh.auroc_for_random_flips([0.5, 2.0]) == 1.0  # members that agree with every human label
+
+
+def test_strength_plot_says_so_when_every_std_is_zero(monkeypatch):
+    """One margin per pair (a single member) has no spread: the std panels say so instead of an
+    empty histogram and a flat line; with a spread they draw it and say nothing."""
+    from rlhfkit import plots
+    from rlhfkit.strength import decile_curve
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    means = torch.linspace(-2, 3, 40)
+    for stds in (torch.zeros(40), torch.linspace(0.1, 1.0, 40)):
+        plots.strength_figure("unused.png", means.tolist(), stds.tolist(), decile_curve(means, stds))
+    degenerate, spread = figures
+    note = " ".join(t.get_text() for t in degenerate.axes[1].texts)
+    assert "one margin per pair" in note and not degenerate.axes[1].patches
+    assert [line.get_label() for line in degenerate.axes[2].get_lines()] == []  # no flat std line
+    assert not spread.axes[1].texts and len(spread.axes[1].patches) == 50
+    assert [line.get_label() for line in spread.axes[2].get_lines()] == ["std"]

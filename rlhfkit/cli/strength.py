@@ -27,8 +27,8 @@ def strength(
     resume: bool = typer.Option(False, "--resume", help="With --work-dir: read the folds a stopped run with the same inputs and flags finished, train only the rest."),
     in_sample: bool = typer.Option(False, "--in-sample", help="The paper's construction instead: K heads on a frozen --model (or --from-rm) trained on DATA itself, voting on their own training pairs."),
     from_rm: Optional[str] = typer.Option(None, "--from-rm", metavar="DIR", help="--in-sample heads on this reward model's backbone (the two-stage recipe)."),
-    heads: int = typer.Option(10, "--heads", min=1, metavar="N", help="--in-sample: number of heads K."),
-    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="--in-sample: head epochs."),
+    heads: int = typer.Option(10, "--heads", min=0, metavar="K", help="Heads per fold whose margins are each pair's members (cross-fitted; 0: the fold model's own margin, std 0), or in all (--in-sample)."),
+    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="Epochs of the heads' fitting (on cached features)."),
     save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", metavar="DIR", help="--in-sample: keep the ensemble trained here in this directory."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Pairs per training step of the members; texts per scoring pass is twice this."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default 256 for members trained here; an --ensemble's own)."),
@@ -44,8 +44,11 @@ def strength(
     strength_mean is the reward margin r(chosen) - r(rejected) in the order the record gives,
     averaged over members that never trained on that pair: k-fold cross-fitting of --model (one
     fine-tuned reward model per fold and round), so a negative mean means models that had not
-    seen the pair prefer the other response. strength_std and strength_margins are over the
-    members (one per --rounds; the std of one member is 0). The summary gives the noise rate
+    seen the pair prefer the other response. The members are --heads linear heads per fold, each
+    fitted on a bootstrap resample of the fold's training pairs (features of its fold model) and
+    scoring only the held-out fold; strength_margins holds their K x rounds margins and
+    strength_std their spread (population form), which marks pairs the resamples disagree on.
+    The summary gives the noise rate
     estimated from the margins (see `clean`), quantiles, the time taken, and, when records carry
     synth's `noisy` flag, the AUROC of -mean and the calibration of P(label wrong); these flags
     are never used to decide anything. --in-sample gives the paper's construction; --ensemble
@@ -66,6 +69,8 @@ def strength(
         check_dir_output(save_ensemble, "--save-ensemble")
     if (from_rm or save_ensemble) and not in_sample and ensemble is None:
         in_sample = True  # --from-rm and --save-ensemble only make sense for the in-sample heads
+    if in_sample and heads < 1:
+        raise UsageError("--in-sample needs at least one head: give --heads 1 or more")
     if work_dir and (in_sample or ensemble is not None):
         raise UsageError("--work-dir keeps cross-fitted folds: it does not apply to --in-sample or --ensemble")
     if resume and not work_dir:
@@ -74,6 +79,7 @@ def strength(
         check_dir_output(work_dir, "--work-dir")
     examples, stats = read_records(data, ("pair",), on_error, rejects, field_map(fields))
     info: dict = {}
+    fold_model_margins = None  # cross-fitting: the fold models' own margins, for the summary's comparison
     if ensemble is not None:
         from ..scoring import load_scorer
 
@@ -96,9 +102,10 @@ def strength(
         from ..crossfit import CrossFit, FoldStore, cross_fit
 
         cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
-                       batch_size=batch_size, max_length=max_length or 256, seed=seed)
+                       batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads, head_epochs=epochs)
         err_console.print(f"strength: cross-fitting {len(examples)} pairs, {folds} folds x {rounds} round(s) of "
-                          f"{model} fine-tuned {member_epochs:g} epoch(s) each", highlight=False)
+                          f"{model} fine-tuned {member_epochs:g} epoch(s) each"
+                          + (f", {heads} bootstrap heads per fold" if heads else ""), highlight=False)
         try:
             store = FoldStore(work_dir, examples, cfg, resume) if work_dir else None
             with task_progress("strength (cross-fitting)", folds * rounds) as advance:
@@ -106,8 +113,10 @@ def strength(
         except ValueError as e:
             raise UsageError(str(e)) from None
         margins = margins.float()
-        info.update(construction="cross-fitted", folds=folds, rounds=rounds, members=rounds, model=model,
-                    member_epochs=member_epochs, seconds=fit_info["seconds"])
+        fold_model_margins = fit_info["fold_model_margins"].mean(1)
+        info.update(construction="cross-fitted", folds=folds, rounds=rounds, heads_per_fold=heads, members=cfg.members,
+                    model=model, member_epochs=member_epochs, seconds=fit_info["seconds"],
+                    seconds_spread=fit_info["seconds_spread"])
         if work_dir:
             info.update(work_dir=work_dir, folds_reused=fit_info["folds_reused"])
             if fit_info["folds_reused"]:
@@ -130,6 +139,8 @@ def strength(
     if all(isinstance(ex.raw.get("noisy"), bool) for ex in examples):  # reported, never used to decide
         noisy = [ex.raw["noisy"] for ex in examples]
         info["noisy_auroc"] = round(auroc((-means).tolist(), noisy), 4)
+        if fold_model_margins is not None and not fold_model_margins.isnan().any():
+            info["noisy_auroc_fold_models"] = round(auroc((-fold_model_margins).tolist(), noisy), 4)
         ece, table = calibration(pw.tolist(), noisy)
         info["p_wrong_ece"] = round(ece, 4)
         calib = table
