@@ -148,7 +148,9 @@ def _decoded(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | No
 class FieldMap:
     """``--fields prompt=question,chosen=response_j,rejected=response_k``: a dataset's field names
     renamed to rlhfkit's on reading. ``label=FIELD==VALUE`` sets ``label`` to 1 where FIELD equals
-    VALUE and 0 elsewhere (AlpacaEval: ``label=preference==1``; label 0 means rejected is better)."""
+    VALUE and 0 elsewhere (AlpacaEval: ``label=preference==1``; label 0 means rejected is better).
+    Numbers compare as numbers (1.0 equals 1), JSON booleans as true/false; a test that matches
+    every record or none is reported once the file is read (almost always a mapping mistake)."""
 
     TARGETS = ("prompt", "chosen", "rejected", "response", "responses", "scores", "label", "margin", "id",
                "open_ended")
@@ -156,6 +158,8 @@ class FieldMap:
     def __init__(self, spec: str):
         self.renames: list[tuple[str, str]] = []
         self.tests: list[tuple[str, str, str]] = []
+        self.tested = 0  # records the tests ran on, and how many each test matched
+        self.matched: dict[tuple[str, str, str], int] = {}
         for item in (x.strip() for x in spec.split(",") if x.strip()):
             target, sep, source = item.partition("=")
             target, source = target.strip(), source.strip()
@@ -177,14 +181,52 @@ class FieldMap:
             if source not in obj:
                 raise RecordError(f"missing (mapped to '{target}' by --fields)", source)
             out[target] = out.pop(source) if source != target else out[source]
-        for target, field_, value in self.tests:
+        for test in self.tests:
+            target, field_, value = test
             if field_ not in obj:
                 raise RecordError(f"missing (tested for '{target}' by --fields)", field_)
-            out[target] = 1.0 if str(obj[field_]) == value else 0.0
+            hit = value_matches(obj[field_], value)
+            out[target] = 1.0 if hit else 0.0
+            self.matched[test] = self.matched.get(test, 0) + hit
+        self.tested += bool(self.tests)
         return out
+
+    def one_sided_tests(self) -> list[str]:
+        """A line for each test that matched every record it ran on, or none of them."""
+        lines = []
+        for test in self.tests:
+            target, field_, value = test
+            hits = self.matched.get(test, 0)
+            if self.tested and hits in (0, self.tested):
+                how = f"matched none of the {self.tested}" if hits == 0 else f"matched all {self.tested}"
+                lines.append(f"--fields {target}={field_}=={value} {how} records, so every {target} is "
+                             f"{float(hits > 0)}: check the field and the value")
+        return lines
 
     def __bool__(self) -> bool:
         return bool(self.renames or self.tests)
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        return None
+
+
+def value_matches(value: Any, wanted: str) -> bool:
+    """Whether a record's value equals the VALUE of ``FIELD==VALUE``: numerically when both read as
+    numbers (AlpacaEval's preference 1.0 equals 1), true/false for JSON booleans, else as text."""
+    if isinstance(value, bool):
+        return wanted.strip().lower() == ("true" if value else "false")
+    a, b = _as_number(value), _as_number(wanted)
+    if a is not None and b is not None:
+        return a == b
+    return str(value) == wanted
 
 
 def field_map(spec: str | None) -> FieldMap | None:
@@ -243,6 +285,9 @@ class RecordReader:
             yield ex
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")
+        if self.fields is not None and is_main_process():
+            for line in self.fields.one_sided_tests():
+                sys.stderr.write(f"rlhfkit: {name}: {line}\n")
 
 
 @contextmanager
