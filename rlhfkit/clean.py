@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+from .records import swapped_sides
+
 
 KEEP, FLIP, SMOOTH, DROP = "keep", "flip", "smooth", "drop"
 
@@ -101,15 +103,9 @@ def apply(record: dict, action: str, rules: Rules, p_wrong: float | None = None)
     `clean_action` records what was done."""
     out = dict(record)
     if action == FLIP:
-        out["chosen"], out["rejected"] = record["rejected"], record["chosen"]
-        out["strength_mean"] = -record["strength_mean"]
-        if "strength_margins" in record:
-            out["strength_margins"] = [-d for d in record["strength_margins"]]
         # `label` stays: it is P(chosen is better), and after the swap the corrected order is what it
         # states; 1 − label would state the original order again and undo the flip under a soft-label loss
-        for a, b in (("gold_chosen", "gold_rejected"), ("reward_chosen", "reward_rejected")):
-            if a in record and b in record:
-                out[a], out[b] = record[b], record[a]
+        out = swapped_sides(record)
     elif action == SMOOTH:
         out["label"] = 1.0 - rules.smooth
     if rules.soft and action != DROP and p_wrong is not None:

@@ -237,6 +237,7 @@ def field_map(spec: str | None) -> FieldMap | None:
 class ReadStats:
     read: int = 0
     skipped: int = 0
+    reoriented: int = 0  # pairs given with label < 0.5, read as their swap
     rejected_lines: list[bytes] = field(default_factory=list)
 
 
@@ -281,13 +282,19 @@ class RecordReader:
                     self.stats.rejected_lines.append(line)
                 continue
             self.stats.read += 1
+            self.stats.reoriented += ex.reoriented
             ex.line = lineno
             yield ex
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")
-        if self.fields is not None and is_main_process():
+        if not is_main_process():
+            return
+        if self.fields is not None:
             for line in self.fields.one_sided_tests():
                 sys.stderr.write(f"rlhfkit: {name}: {line}\n")
+        if self.stats.reoriented:
+            sys.stderr.write(f"rlhfkit: {name}: {self.stats.reoriented} pair(s) with label < 0.5 (the rejected response "
+                             "better) read as their swap: chosen <-> rejected, label 1 - label; outputs state them so\n")
 
 
 @contextmanager

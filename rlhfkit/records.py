@@ -1,8 +1,13 @@
 """The record contract: which JSONL shapes rlhfkit reads and how each is normalised.
 
-A record is kept exactly as it came (``Example.raw``); normalisation only adds a view of it
-(prompt / responses split out, label and margin read) that the stages work on. Writing a record
-back (``Example.output``) returns every original field plus the stage's own fields.
+A record is kept as it came (``Example.raw``); normalisation only adds a view of it (prompt /
+responses split out, label and margin read) that the stages work on. Writing a record back
+(``Example.output``) returns every original field plus the stage's own fields.
+
+One orientation rule for pairs: ``label`` is P(chosen is better), so a pair with label p < 0.5
+states that the rejected response is better, and is read as its swap: chosen ↔ rejected (with every
+field of a side: gold_chosen ↔ gold_rejected, …, strength negated) and label 1 − p. Every stage
+then sees the preferred response first, and writes the pair that way (``reoriented`` counts them).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ class Example:
     margin: float | None = None
     open_ended: bool | None = None
     line: int | None = None  # where it was read, for error messages of later checks
+    reoriented: bool = False  # a pair given with label < 0.5, read (and written) as its swap
 
     def output(self, **added: Any) -> dict:
         """The record as read, its id, and the fields a stage adds (which win on conflict)."""
@@ -58,6 +64,35 @@ def stable_id(obj: dict) -> str:
     """A short hash of a record's canonical JSON: the same content always gets the same id."""
     canon = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:16]
+
+
+SIDES = ("chosen", "rejected")
+SIGNED_BY_ORDER = ("strength_mean",)  # numbers stated in the pair's order: negated when it is swapped
+
+
+def swapped_sides(record: dict) -> dict:
+    """The same record with its two responses exchanged: chosen ↔ rejected, every field that belongs
+    to a side (``X_chosen`` ↔ ``X_rejected``, ``chosen_X`` ↔ ``rejected_X``) with them, and the
+    strength (stated in the pair's order) negated. ``label`` is left to the caller."""
+    out = dict(record)
+    for key in record:
+        for a, b in (SIDES, SIDES[::-1]):
+            if key == a:
+                other = b
+            elif key.endswith("_" + a):
+                other = key[: -len(a)] + b
+            elif key.startswith(a + "_"):
+                other = b + key[len(a):]
+            else:
+                continue
+            if other in record:
+                out[key] = record[other]
+    for key in SIGNED_BY_ORDER:
+        if isinstance(record.get(key), (int, float)) and not isinstance(record[key], bool):
+            out[key] = -record[key]
+    if isinstance(record.get("strength_margins"), list):
+        out["strength_margins"] = [-d if isinstance(d, (int, float)) else d for d in record["strength_margins"]]
+    return out
 
 
 def _type_name(v: Any) -> str:
@@ -170,6 +205,10 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
         ex.prompt = _text(obj, "prompt", allow_empty=True)
 
     if kind == PAIR:
+        given = _number(obj, "label", 0.0, 1.0)
+        if given is not None and given < 0.5:  # the rejected response is the better one: read the swap
+            obj = ex.raw = {**swapped_sides(obj), "label": 1.0 - given}
+            ex.reoriented = True
         chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
         if type(chosen) is not type(rejected):
             raise RecordError("chosen and rejected must both be strings or both message lists", "rejected")

@@ -108,7 +108,8 @@ def test_json_array_files_and_label_tests(tmp_path):
     path.write_text(json.dumps(arr, indent=2))
     r = cli("validate", path, "--fields", "prompt=instruction,chosen=output_1,rejected=output_2,label=preference==1")
     assert r.exit_code == 0, r.stderr
-    assert [x["label"] for x in read_jsonl(r.stdout)] == [1.0, 0.0]
+    # preference 2 (output_2 better): label 0, read as the swap with label 1
+    assert [(x["chosen"], x["label"]) for x in read_jsonl(r.stdout)] == [("a", 1.0), ("d", 1.0)]
 
 
 def test_gzip_on_stdin_and_saved_and_parquet_datasets(tmp_path):

@@ -1,8 +1,13 @@
-"""Issue 26: a user's own data reads right (label tests compare numbers, say when they match all or none)."""
+"""Issue 26: a user's own data reads right: label tests compare numbers and say when they match all
+or none; a pair whose label says the rejected response is better is read as its swap, in every stage."""
 
 import json
 
-from conftest import cli, read_jsonl
+import pytest
+
+from rlhfkit import synth
+
+from conftest import cli, last_json_line, read_jsonl, write_jsonl
 
 
 def alpacaeval(tmp_path, preferences):
@@ -21,7 +26,9 @@ def test_label_test_compares_numbers_as_numbers(tmp_path):
     strings '1.0' and '1' and gave label 0 on every row)."""
     r = cli("validate", alpacaeval(tmp_path, [1.0, 2.0, 1, 2, "1", True]), "--fields", AE_FIELDS)
     assert r.exit_code == 0, r.stderr
-    assert [x["label"] for x in read_jsonl(r.stdout)] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    # label 0 (output_2 better) is then read as the swap (see the orientation rule below)
+    matched = [x["chosen"] == f"a{i}" for i, x in enumerate(read_jsonl(r.stdout))]
+    assert matched == [True, False, True, False, True, False]
 
 
 def test_label_test_that_matches_every_row_or_none_is_reported(tmp_path):
@@ -33,3 +40,84 @@ def test_label_test_that_matches_every_row_or_none_is_reported(tmp_path):
     assert "--fields label=preference==2 matched all 3 records" in r.stderr
     r = cli("validate", alpacaeval(tmp_path, [1.0, 2.0]), "--fields", AE_FIELDS)
     assert "matched" not in r.stderr
+
+
+# ---------------------------------------------------------------- 2. one orientation rule: label < 0.5 is the swap
+
+def stated_both_ways(rows):
+    """The same preferences, every other pair stated the other way round with label 1 - p."""
+    out = []
+    for i, r in enumerate(rows):
+        r = dict(r, id=f"p{i}")
+        if i % 2:
+            r = dict(r, chosen=r["rejected"], rejected=r["chosen"], gold_chosen=r["gold_rejected"],
+                     gold_rejected=r["gold_chosen"], label=1.0 - r.get("label", 1.0))
+        out.append(r)
+    return out
+
+
+def by_id(text):
+    return {x["id"]: x for x in read_jsonl(text)}
+
+
+def test_validate_reads_a_label_below_half_as_the_swap(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [
+        {"id": "a", "prompt": "q", "chosen": "x", "rejected": "y", "label": 0.2, "gold_chosen": 1, "gold_rejected": 4},
+        {"id": "b", "prompt": "q", "chosen": "x", "rejected": "y", "label": 0.7},
+        {"id": "c", "prompt": "q", "chosen": "x", "rejected": "y", "label": 0.5}])
+    r = cli("validate", data)
+    assert r.exit_code == 0, r.stderr
+    out = by_id(r.stdout)
+    assert (out["a"]["chosen"], out["a"]["rejected"], out["a"]["gold_chosen"], out["a"]["gold_rejected"]) == ("y", "x", 4, 1)
+    assert out["a"]["label"] == pytest.approx(0.8)
+    assert (out["b"]["chosen"], out["b"]["label"]) == ("x", 0.7) and (out["c"]["chosen"], out["c"]["label"]) == ("x", 0.5)
+    assert "1 pair(s) with label < 0.5" in r.stderr
+
+
+def test_alpacaeval_preference_two_means_output_2_is_preferred_after_mapping(tmp_path):
+    r = cli("validate", alpacaeval(tmp_path, [1.0, 2.0]), "--fields", AE_FIELDS)
+    out = read_jsonl(r.stdout)
+    assert [(x["chosen"], x["rejected"], x["label"]) for x in out] == [("a0", "b0", 1.0), ("b1", "a1", 1.0)]
+
+
+def test_strength_and_its_noise_estimate_do_not_depend_on_how_a_pair_is_stated(tmp_path):
+    rows = list(synth.pairs(24, 0.25, seed=0))
+    plain = write_jsonl(tmp_path / "plain.jsonl", [dict(r, id=f"p{i}") for i, r in enumerate(rows)])
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", stated_both_ways(rows))
+    flags = ["--model", "tiny-bert", "--folds", 3, "--member-epochs", 1, "--heads", 3]
+    a, b = cli("strength", plain, *flags), cli("strength", mixed, *flags)
+    assert a.exit_code == 0 and b.exit_code == 0, a.stderr + b.stderr
+    sa, sb = by_id(a.stdout), by_id(b.stdout)
+    for key, x in sa.items():
+        y = sb[key]
+        assert (y["chosen"], y["rejected"], y["gold_chosen"]) == (x["chosen"], x["rejected"], x["gold_chosen"])
+        assert y["strength_margins"] == pytest.approx(x["strength_margins"], abs=1e-5)
+    assert last_json_line(b.stderr)["noise_rate_estimate"] == last_json_line(a.stderr)["noise_rate_estimate"]
+
+
+def test_clean_reads_strength_against_the_label_the_pair_states(tmp_path):
+    """Members preferring x on a pair whose label says y is better: the label is the suspect, so the
+    flip restores x first; members preferring y there agree with the label (nothing to flip)."""
+    data = write_jsonl(tmp_path / "s.jsonl", [
+        {"id": "against", "prompt": "q", "chosen": "x", "rejected": "y", "label": 0.0, "strength_mean": 3.0,
+         "strength_margins": [2.5, 3.5]},
+        {"id": "agrees", "prompt": "q", "chosen": "x", "rejected": "y", "label": 0.0, "strength_mean": -3.0,
+         "strength_margins": [-2.5, -3.5]}])
+    r = cli("clean", data, "--flip-below", 0)
+    assert r.exit_code == 0, r.stderr
+    out = by_id(r.stdout)
+    assert out["against"]["clean_action"] == "flip" and out["against"]["chosen"] == "x"
+    assert out["against"]["label"] == 1.0 and out["against"]["strength_margins"] == [2.5, 3.5]
+    assert out["agrees"]["clean_action"] == "keep" and out["agrees"]["chosen"] == "y"
+    assert out["agrees"]["strength_mean"] == 3.0
+
+
+def test_reward_model_accuracy_counts_the_preferred_response_by_the_label(tmp_path):
+    rows = list(synth.pairs(20, 0.0, seed=0))
+    plain = write_jsonl(tmp_path / "plain.jsonl", [dict(r, id=f"p{i}") for i, r in enumerate(rows)])
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", stated_both_ways(rows))
+    assert cli("train-rm", plain, "--model", "tiny-gpt", "--out", tmp_path / "rm", "--max-steps", 2,
+               "--save-steps", 0).exit_code == 0
+    a = read_jsonl(cli("metrics", "accuracy", plain, "--reward", tmp_path / "rm").stdout)[0]
+    b = read_jsonl(cli("metrics", "accuracy", mixed, "--reward", tmp_path / "rm").stdout)[0]
+    assert b["overall"] == pytest.approx(a["overall"])
