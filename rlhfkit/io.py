@@ -9,6 +9,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -66,13 +67,54 @@ def _iter_file_lines(spec: str) -> Iterator[tuple[int, bytes]]:
 LOCAL_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
+SLICE = re.compile(r"^\[\s*(?P<start>-?\d+%?)?\s*:\s*(?P<stop>-?\d+%?)?\s*\]$")
+
+
+def parse_hf_spec(spec: str) -> tuple[str, str | None, dict, str, str | None]:
+    """``hf:NAME[:CONFIG][:KEY=VALUE…]:SPLIT[SLICE]`` → (name, config, load_dataset keyword options
+    such as data_dir, split, slice). SLICE is the ``datasets`` syntax: ``[:1000]``, ``[10:20]``, ``[-10%:]``."""
+    bad = UsageError(f"bad dataset spec {spec!r}: expected hf:NAME[:CONFIG][:data_dir=DIR]:SPLIT[SLICE], "
+                     "e.g. hf:Anthropic/hh-rlhf:data_dir=harmless-base:train[:1000]")
+    body = spec[3:]
+    bracket = body.rfind("[") if body.endswith("]") else -1
+    head, part = (body[:bracket], body[bracket:]) if bracket >= 0 else (body, None)
+    if part is not None and not SLICE.match(part):
+        raise bad
+    if ":" not in head:
+        raise bad
+    name, *items, split = head.split(":")
+    if not name or not split:
+        raise bad
+    config, options = None, {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() and value.strip():
+            options[key.strip()] = value.strip()
+        elif not sep and item and config is None:
+            config = item
+        else:
+            raise bad
+    return name, config, options, split, part
+
+
+def _slice_rows(n: int, spec: str) -> range:
+    """The rows a ``[start:stop]`` slice (counts or percentages, negative from the end) selects of ``n``."""
+    m = SLICE.match(spec)
+
+    def bound(text: str | None, default: int) -> int:
+        if text is None:
+            return default
+        value = round(n * int(text[:-1]) / 100) if text.endswith("%") else int(text)
+        return max(0, min(n, value + n if value < 0 else value))
+
+    return range(bound(m["start"], 0), bound(m["stop"], n))
+
+
 def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
-    """``hf:NAME[:CONFIG]:SPLIT`` as ``datasets`` reads it: a hub id, a local dataset directory, a
-    ``save_to_disk`` directory, or a local parquet/JSON/CSV file; rows count as lines."""
-    parts = spec[3:].split(":")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise UsageError(f"bad dataset spec {spec!r}: expected hf:NAME[:CONFIG]:SPLIT")
-    name, config, split = (parts[0], None, parts[1]) if len(parts) == 2 else parts
+    """``hf:NAME[:CONFIG][:data_dir=DIR]:SPLIT[SLICE]`` as ``datasets`` reads it: a hub id, a local
+    dataset directory, a ``save_to_disk`` directory, or a local parquet/JSON/CSV file; rows count
+    as lines. ``data_dir=`` picks a subset folder (HH-RLHF's ``harmless-base``), SLICE a part of the split."""
+    name, config, options, split, part = parse_hf_spec(spec)
     import datasets  # slow import, only when asked for
 
     try:
@@ -82,11 +124,13 @@ def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
                 if split not in ds:
                     raise InputError(spec, None, f"no split {split!r}; the saved dataset has {', '.join(ds)}")
                 ds = ds[split]
+            if part:  # load_from_disk has no split syntax: select the rows here
+                ds = ds.select(_slice_rows(len(ds), part))
         elif os.path.isfile(name) and os.path.splitext(name.removesuffix(".gz"))[1] in LOCAL_FORMATS:
             builder = LOCAL_FORMATS[os.path.splitext(name.removesuffix(".gz"))[1]]
-            ds = datasets.load_dataset(builder, data_files={split: name}, split=split)
+            ds = datasets.load_dataset(builder, data_files={split: name}, split=split + (part or ""))
         else:
-            ds = datasets.load_dataset(name, config, split=split)
+            ds = datasets.load_dataset(name, config, split=split + (part or ""), **options)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds

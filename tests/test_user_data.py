@@ -121,3 +121,31 @@ def test_reward_model_accuracy_counts_the_preferred_response_by_the_label(tmp_pa
     a = read_jsonl(cli("metrics", "accuracy", plain, "--reward", tmp_path / "rm").stdout)[0]
     b = read_jsonl(cli("metrics", "accuracy", mixed, "--reward", tmp_path / "rm").stdout)[0]
     assert b["overall"] == pytest.approx(a["overall"])
+
+
+# ---------------------------------------------------------------- 3. hf: specs with split slices and data_dir / subsets
+
+def test_hf_specs_take_split_slices_and_a_data_dir(tmp_path):
+    import datasets
+
+    rows = [dict(r, id=f"p{i}") for i, r in enumerate(synth.pairs(6, 0.0, seed=0))]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "saved"))
+    r = cli("validate", f"hf:{tmp_path / 'saved'}:train[:2]")
+    assert r.exit_code == 0, r.stderr
+    assert [x["id"] for x in read_jsonl(r.stdout)] == ["p0", "p1"]
+    assert [x["id"] for x in read_jsonl(cli("validate", f"hf:{tmp_path / 'saved'}:train[-50%:]").stdout)] == ["p3", "p4", "p5"]
+
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "pairs.parquet"))
+    r = cli("validate", f"hf:{tmp_path / 'pairs.parquet'}:train[2:4]")
+    assert [x["id"] for x in read_jsonl(r.stdout)] == ["p2", "p3"]
+
+    # a repository laid out like Anthropic/hh-rlhf: one folder per subset, named with data_dir=
+    for sub, part in (("harmless-base", rows[:4]), ("helpful-base", rows[4:])):
+        (tmp_path / "hh" / sub).mkdir(parents=True)
+        write_jsonl(tmp_path / "hh" / sub / "test.jsonl", part)
+    r = cli("validate", f"hf:{tmp_path / 'hh'}:data_dir=harmless-base:test[1:]")
+    assert r.exit_code == 0, r.stderr
+    assert [x["id"] for x in read_jsonl(r.stdout)] == ["p1", "p2", "p3"]
+
+    r = cli("validate", f"hf:{tmp_path / 'saved'}:train[:x]")
+    assert r.exit_code == 2 and "bad dataset spec" in r.stderr
