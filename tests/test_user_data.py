@@ -149,3 +149,23 @@ def test_hf_specs_take_split_slices_and_a_data_dir(tmp_path):
 
     r = cli("validate", f"hf:{tmp_path / 'saved'}:train[:x]")
     assert r.exit_code == 2 and "bad dataset spec" in r.stderr
+
+
+# ---------------------------------------------------------------- 7. a global batch smaller than the process count
+
+def test_train_rm_refuses_a_global_batch_smaller_than_the_process_count(tmp_path):
+    """With 2 processes and --batch-size 1, the second process took rank 0's record again (its share
+    was empty): a silently different computation. Refused up front, before any model is loaded."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(6, 0.0, seed=0))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    p = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "rlhfkit", "train-rm", str(data),
+                        "--model", "tiny-bert", "--out", str(tmp_path / "rm"), "--batch-size", "1", "--save-steps", "0"],
+                       capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert p.returncode != 0
+    assert "--batch-size 1 is the global batch: give at least one pair per process (2 processes)" in p.stderr
+    assert not (tmp_path / "rm").exists()

@@ -268,6 +268,9 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
 
     AcceleratorState._reset_state()  # a second run in one process may ask for another precision
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, cpu=not use_cuda)
+    if cfg.batch_size < accelerator.num_processes:  # a process with no share would repeat another's records
+        raise UsageError(f"--batch-size {cfg.batch_size} is the global batch: give at least one pair per process "
+                         f"({accelerator.num_processes} processes)")
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
         raise UsageError("MetaRM (--meta-data) takes one batch per step: use --grad-accum 1")
