@@ -169,3 +169,39 @@ def test_train_rm_refuses_a_global_batch_smaller_than_the_process_count(tmp_path
     assert p.returncode != 0
     assert "--batch-size 1 is the global batch: give at least one pair per process (2 processes)" in p.stderr
     assert not (tmp_path / "rm").exists()
+
+
+# ---------------------------------------------------------------- 11. prompts already in the policy's format
+
+def test_policies_read_hh_prompts_without_the_chat_template_when_told(tmp_path, monkeypatch):
+    """HH prompts ("Human: ... Assistant:") wrapped in another model's chat template are not the
+    prompts the papers used: ppo, generate and metrics take --no-chat-template (default: the
+    template when the tokenizer has one, as before)."""
+    from pathlib import Path
+
+    import transformers
+
+    rendered = []
+    real = transformers.PreTrainedTokenizerBase.apply_chat_template
+
+    def spy(self, *args, **kwargs):
+        rendered.append(args[0] if args else kwargs.get("conversation"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedTokenizerBase, "apply_chat_template", spy)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"\n\nHuman: say {w}\n\nAssistant:"} for w in "abcd"])
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:e_count"
+    commands = {
+        "generate": ["generate", prompts, "--policy", "tiny-gpt", "--max-new-tokens", 3],
+        "metrics": ["metrics", "generation", "--policy", "tiny-gpt", "--ref", "tiny-gpt", "--prompts", prompts,
+                    "--max-new-tokens", 3],
+        "ppo": ["ppo", "--policy", "tiny-gpt", "--reward", reward, "--prompts", prompts, "--steps", 1, "--batch-size", 2,
+                "--mini-batch-size", 2, "--max-new-tokens", 3, "--save-steps", 0],
+    }
+    for name, args in commands.items():
+        for flag, templated in (("--no-chat-template", False), (None, True)):
+            rendered.clear()
+            extra = ["--out", tmp_path / f"{name}-{templated}"] if name == "ppo" else []
+            r = cli(*args, *extra, *([flag] if flag else []))
+            assert r.exit_code == 0, (name, r.stderr[-2000:])
+            assert bool(rendered) == templated, name

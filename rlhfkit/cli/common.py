@@ -17,6 +17,10 @@ OUT = typer.Option(None, "--out", "-o", metavar="FILE", help="Output file (writt
 FIELDS = typer.Option(None, "--fields", metavar="NAME=FIELD,...",
                       help="Read other datasets' field names: e.g. prompt=question,chosen=response_j,rejected=response_k; "
                            "label=FIELD==VALUE sets label 1 where FIELD equals VALUE, else 0.")
+CHAT_TEMPLATE = typer.Option(None, "--chat-template/--no-chat-template",
+                             help="Wrap prompts in the policy's chat template (default: when its tokenizer has one); "
+                                  "--no-chat-template for prompts already in the policy's format, e.g. HH's "
+                                  "'Human: ... Assistant:' transcripts.")
 SEED = typer.Option(0, "--seed", metavar="N", help="Random seed; same seed and inputs give the same output.")
 
 

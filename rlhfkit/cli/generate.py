@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import FIELDS, OUT, SEED, handle_errors, positive, unit_left_open
+from .common import CHAT_TEMPLATE, FIELDS, OUT, SEED, handle_errors, positive, unit_left_open
 
 
 @handle_errors
@@ -20,6 +20,7 @@ def generate(
     temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature (1 = the policy's own distribution)."),
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
+    chat_template: Optional[bool] = CHAT_TEMPLATE,
     seed: int = SEED,
     out: Optional[str] = OUT,
     fields: Optional[str] = FIELDS,
@@ -30,7 +31,7 @@ def generate(
     policy}) that keep every field of the input record (its `id` above all, the join key of
     `judge` and `metrics`) except chosen/rejected/responses, which would make them another kind
     of record; with --n > 1 each also gets `sample` (0..n-1). The chat template is applied when
-    the policy has one.
+    the policy has one, unless --no-chat-template.
     """
     from ..metrics.sampling import sample_with_logprobs
     from ..io import UsageError, summary, write_records
@@ -46,7 +47,8 @@ def generate(
     prompt_list = [p for p, _ in found]
     with task_progress("generate", len(prompt_list) * n) as advance:
         samples = sample_with_logprobs(policy, prompt_list, n, None, batch_size, max_new_tokens, temperature, top_p,
-                                       seed, progress=advance, logprobs=False, greedy=greedy)
+                                       seed, progress=advance, logprobs=False, greedy=greedy,
+                                       chat_template=chat_template)
     responses: list[list[str]] = [[] for _ in prompt_list]
     for sample in samples:
         responses[sample["prompt_index"]].append(sample["response"])

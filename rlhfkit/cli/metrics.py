@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import FIELDS, SEED, err_console, handle_errors, positive, unit_left_open
+from .common import CHAT_TEMPLATE, FIELDS, SEED, err_console, handle_errors, positive, unit_left_open
 
 metrics_app = typer.Typer(help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
                           no_args_is_help=True, rich_markup_mode=None)
@@ -43,6 +43,7 @@ def pm_divergence_cmd(
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: histogram and CDF of the per-prompt values."),
+    chat_template: Optional[bool] = CHAT_TEMPLATE,
     seed: int = SEED,
     fields: Optional[str] = FIELDS,
 ) -> None:
@@ -65,7 +66,7 @@ def pm_divergence_cmd(
     reward_fn = load_reward(reward)
     with task_progress("pm-divergence", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, None, batch_size, max_new_tokens, temperature, top_p,
-                                     seed, progress=advance)
+                                     seed, progress=advance, chat_template=chat_template)
     scores, _ = reward_fn([d["prompt"] for d in drawn], [d["response"] for d in drawn])
     logp = torch.tensor([d["logp"] for d in drawn]).view(-1, samples)
     values = pm_divergence(logp, scores.view(-1, samples), beta)
@@ -93,6 +94,7 @@ def generation_cmd(
     temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature only: log-probs, KL, entropy and perplexity are the policy's own (temperature 1)."),
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    chat_template: Optional[bool] = CHAT_TEMPLATE,
     seed: int = SEED,
     fields: Optional[str] = FIELDS,
 ) -> None:
@@ -105,7 +107,7 @@ def generation_cmd(
     prompt_list = read_prompts(prompts, field_map(fields))
     with task_progress("generation", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, ref, batch_size, max_new_tokens, temperature, top_p,
-                                     seed, progress=advance)
+                                     seed, progress=advance, chat_template=chat_template)
     stats = generation_stats([d["logp"] for d in drawn], [d["ref_logp"] for d in drawn], [d["length"] for d in drawn])
     result = {"metric": "generation", "policy": policy, "ref": ref, **stats}
     _emit(result, "generation", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in stats.items()])

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import CONFIG, FIELDS, SEED, apply_config, handle_errors, open_unit, positive, unit_left_open
+from .common import CHAT_TEMPLATE, CONFIG, FIELDS, SEED, apply_config, handle_errors, open_unit, positive, unit_left_open
 
 
 @handle_errors
@@ -40,6 +40,7 @@ def ppo(
     score_clip: float = typer.Option(5.0, "--score-clip", callback=positive, metavar="X", help="Clip the sequence score to +-this."),
     max_prompt_length: int = typer.Option(256, "--max-prompt-length", min=1, metavar="N", help="Longest prompt, in tokens (truncated from the left)."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, metavar="N", help="Longest response, in tokens."),
+    chat_template: Optional[bool] = CHAT_TEMPLATE,
     temperature: float = typer.Option(1.0, "--temperature", callback=positive, metavar="X", help="Sampling temperature (1 = the policy's own distribution)."),
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     sample_steps: int = typer.Option(10, "--sample-steps", min=0, metavar="N", help="Append the batch to samples.jsonl every N steps."),

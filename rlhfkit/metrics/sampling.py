@@ -14,10 +14,11 @@ from ..ppo.policy import encode_prompts, forward_response, generate
 def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: str | None = None, batch_size: int = 16,
                          max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                          max_prompt_length: int = 256, progress=None, logprobs: bool = True,
-                         greedy: bool = False) -> list[dict]:
+                         greedy: bool = False, chat_template: bool | None = None) -> list[dict]:
     """``n`` samples per prompt, in prompt order; each with its text, token ids, length and (with
     ``logprobs``) summed log π, and log π_ref when ``ref`` is given, both at temperature 1 (the
-    models' own probabilities; ``temperature`` and ``top_p`` shape only the sampling)."""
+    models' own probabilities; ``temperature`` and ``top_p`` shape only the sampling). ``chat_template``:
+    see ``ppo.policy.uses_chat_template``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype("auto", device)
     tok = load_tokenizer(policy)
@@ -28,7 +29,7 @@ def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: s
     samples = []
     for s in range(0, len(flat), batch_size):
         chunk = flat[s : s + batch_size]
-        ids, mask = encode_prompts(tok, [p for _, p in chunk], max_prompt_length, device)
+        ids, mask = encode_prompts(tok, [p for _, p in chunk], max_prompt_length, device, chat_template)
         resp, rmask = generate(model, tok, ids, mask, max_new_tokens, temperature, top_p, greedy)
         # the models' own distributions (temperature 1), whatever temperature the samples were drawn at:
         # perplexity, entropy, KL and PM divergence describe the policy, not the sampler

@@ -10,22 +10,35 @@ from torch import nn
 from ..records import as_text
 
 
-def render_prompt(tokenizer, prompt: Any) -> str:
-    """The text a policy continues: the chat template with a generation prompt when it has one."""
-    if getattr(tokenizer, "chat_template", None):
+def uses_chat_template(tokenizer, chat_template: bool | None = None) -> bool:
+    """Whether prompts go through the tokenizer's chat template: ``None`` (auto) when it has one;
+    False for prompts already in the policy's format (HH's "Human: … Assistant:"); True insists."""
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if chat_template and not has:
+        from ..io import UsageError
+
+        raise UsageError("--chat-template: the policy's tokenizer has no chat template")
+    return has if chat_template is None else chat_template
+
+
+def render_prompt(tokenizer, prompt: Any, chat_template: bool | None = None) -> str:
+    """The text a policy continues: the chat template with a generation prompt when it is used."""
+    if uses_chat_template(tokenizer, chat_template):
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return as_text(prompt)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[Any], max_length: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(tokenizer, prompts: Sequence[Any], max_length: int, device,
+                   chat_template: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded prompt ids (generation appends on the right), truncated from the left."""
-    texts = [render_prompt(tokenizer, p) for p in prompts]
+    templated = uses_chat_template(tokenizer, chat_template)
+    texts = [render_prompt(tokenizer, p, templated) for p in prompts]
     sides = tokenizer.padding_side, tokenizer.truncation_side
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     try:
         enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                        add_special_tokens=not getattr(tokenizer, "chat_template", None))
+                        add_special_tokens=not templated)
     finally:
         tokenizer.padding_side, tokenizer.truncation_side = sides
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)

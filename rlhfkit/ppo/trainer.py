@@ -65,6 +65,7 @@ class PPOConfig:
     max_grad_norm: float = 1.0
     max_prompt_length: int = 256
     max_new_tokens: int = 32
+    chat_template: bool | None = None  # None: when the policy's tokenizer has one
     temperature: float = 1.0
     top_p: float = 1.0
     sample_steps: int = 10
@@ -221,7 +222,8 @@ class PPOTrainer:
         """Generate, score and evaluate this process's rows; everything the update needs, no gradients."""
         cfg, t = self.cfg, timings if timings is not None else {}
         self.actor.eval()
-        prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_length, self.device)
+        prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_length, self.device,
+                                                 cfg.chat_template)
         with _timer(t, "generate"), self.autocast(), gathered_for_generation(self.accelerator, self.actor):
             response, mask = generate(self.policy, self.tokenizer, prompt_ids, prompt_mask, cfg.max_new_tokens,
                                       cfg.temperature, cfg.top_p, row_seeds=row_seeds)
