@@ -52,7 +52,7 @@ class Backbone:
     """A frozen model that turns (prompt, response) texts into pooled feature vectors."""
 
     def __init__(self, name: str, pooling: str | None = None, max_length: int = 512, device: str | None = None,
-                 from_reward_model: bool = False):
+                 from_reward_model: bool = False, dtype: Any = None):
         self.name = name
         self.tokenizer = load_tokenizer(name)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,10 +60,10 @@ class Backbone:
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.pooling == "head":  # the reward model itself; its head's input is captured on each forward
-            self.model = load_model(name, "reward").to(self.device).eval()
+            self.model = load_model(name, "reward", dtype=dtype).to(self.device).eval()
             self._head_input = capture_head_input(self.model)
         else:
-            self.model = load_model(name, "base").to(self.device).eval()
+            self.model = load_model(name, "base", dtype=dtype).to(self.device).eval()
             self.pooling = self.pooling or default_pooling(self.model)
         self.max_length = max_length
 

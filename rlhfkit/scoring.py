@@ -49,21 +49,22 @@ def saved_max_length(meta: dict) -> int:
 class EnsembleScorer:
     """Scores with every head (or member); ``score`` returns N x K."""
 
-    def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, **_: Any):
+    def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, dtype: Any = None,
+                 **_: Any):
         meta = read_meta(directory)
         if meta.get("type") != "ensemble":
             raise ModelError(f"{directory!r} is not an ensemble directory (rlhfkit.json type is {meta.get('type')!r})")
         self.meta = meta
         self.members = None
         if "members" in meta:
-            self.members = [RewardModelScorer(m, device=device, max_length=max_length) for m in meta["members"]]
+            self.members = [RewardModelScorer(m, device=device, max_length=max_length, dtype=dtype) for m in meta["members"]]
             self.heads = len(self.members)
             return
         from safetensors.torch import load_file
 
         state = load_file(str(Path(directory) / "heads.safetensors"))
         self.backbone = Backbone(meta["backbone"], meta["pooling"], max_length or meta.get("max_length", 512), device,
-                                 from_reward_model=meta.get("from_rm") is not None)
+                                 from_reward_model=meta.get("from_rm") is not None, dtype=dtype)
         k, hidden = state["weight"].shape
         self.heads_module = Heads(k, hidden)
         self.heads_module.load_state_dict(state)
@@ -78,7 +79,11 @@ class EnsembleScorer:
 
 
 def load_scorer(spec: str, **kwargs: Any):
-    """A reward model or ensemble directory → a scorer."""
+    """A reward model or ensemble directory → a scorer (``dtype``: a torch dtype or a --dtype name)."""
+    if isinstance(kwargs.get("dtype"), str):
+        from .models import resolve_dtype
+
+        kwargs["dtype"] = resolve_dtype(kwargs["dtype"], kwargs.get("device"))
     path = Path(spec)
     kind = read_meta(spec).get("type") if (path / META_FILE).exists() else None
     if kind == "ensemble":

@@ -205,3 +205,30 @@ def test_policies_read_hh_prompts_without_the_chat_template_when_told(tmp_path, 
             r = cli(*args, *extra, *([flag] if flag else []))
             assert r.exit_code == 0, (name, r.stderr[-2000:])
             assert bool(rendered) == templated, name
+
+
+# ---------------------------------------------------------------- 10. inference in the compute dtype
+
+def test_inference_stages_take_a_dtype(tmp_path):
+    """score, strength --ensemble, judge --reward, generate and metrics load models in --dtype (a 7B
+    reward model scored in fp32 needs twice the memory); bf16 rewards are bf16-rounded fp32 ones."""
+    rows = [dict(r, id=f"p{i}") for i, r in enumerate(synth.pairs(8, 0.0, seed=0))]
+    pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
+    assert cli("train-rm", pairs, "--model", "tiny-bert", "--out", tmp_path / "rm", "--max-steps", 2,
+               "--save-steps", 0).exit_code == 0
+    full = read_jsonl(cli("score", pairs, "--reward", tmp_path / "rm", "--dtype", "fp32").stdout)
+    r = cli("score", pairs, "--reward", tmp_path / "rm", "--dtype", "bf16")
+    assert r.exit_code == 0, r.stderr
+    half = read_jsonl(r.stdout)
+    assert last_json_line(r.stderr)["dtype"] == "bf16"
+    diffs = [abs(h["reward_chosen"] - f["reward_chosen"]) for h, f in zip(half, full)]
+    assert max(diffs) > 0 and all(d <= 0.05 * max(1.0, abs(f["reward_chosen"])) for d, f in zip(diffs, full))
+    assert cli("score", pairs, "--reward", tmp_path / "rm", "--dtype", "fp8").exit_code == 2
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say a"}, {"prompt": "say b"}])
+    for args in (["generate", prompts, "--policy", "tiny-gpt", "--max-new-tokens", 2],
+                 ["metrics", "generation", "--policy", "tiny-gpt", "--ref", "tiny-gpt", "--prompts", prompts,
+                  "--max-new-tokens", 2],
+                 ["metrics", "accuracy", pairs, "--reward", tmp_path / "rm"]):
+        r = cli(*args, "--dtype", "bf16")
+        assert r.exit_code == 0, (args[0], r.stderr[-1500:])

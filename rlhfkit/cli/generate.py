@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import CHAT_TEMPLATE, FIELDS, OUT, SEED, handle_errors, positive, unit_left_open
+from .common import CHAT_TEMPLATE, DTYPE, FIELDS, OUT, SEED, handle_errors, positive, unit_left_open
 
 
 @handle_errors
@@ -21,6 +21,7 @@ def generate(
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
     chat_template: Optional[bool] = CHAT_TEMPLATE,
+    dtype: str = DTYPE,
     seed: int = SEED,
     out: Optional[str] = OUT,
     fields: Optional[str] = FIELDS,
@@ -48,7 +49,7 @@ def generate(
     with task_progress("generate", len(prompt_list) * n) as advance:
         samples = sample_with_logprobs(policy, prompt_list, n, None, batch_size, max_new_tokens, temperature, top_p,
                                        seed, progress=advance, logprobs=False, greedy=greedy,
-                                       chat_template=chat_template)
+                                       chat_template=chat_template, dtype=dtype)
     responses: list[list[str]] = [[] for _ in prompt_list]
     for sample in samples:
         responses[sample["prompt_index"]].append(sample["response"])

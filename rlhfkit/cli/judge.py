@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import FIELDS, OUT, REJECTS, err_console, handle_errors, positive
+from .common import DTYPE, FIELDS, OUT, REJECTS, err_console, handle_errors, positive
 
 DEFAULT_CACHE = str(Path.home() / ".cache" / "rlhfkit" / "judge-cache.sqlite")
 
@@ -29,6 +29,7 @@ def judge(
     reward: Optional[str] = typer.Option(None, "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory (reward-model judge)."),
     chat_template: str = typer.Option("auto", "--chat-template", metavar="auto|on|off", help="Reward judge: auto, on or off."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
+    dtype: str = DTYPE,
     out: Optional[str] = OUT,
     rejects: Optional[str] = REJECTS,
     fields: Optional[str] = FIELDS,
@@ -61,7 +62,7 @@ def judge(
         from ..scoring import load_scorer
 
         loaded = {f: read_records(f, ("generation",), fields=field_map(fields))[0] for f in files}
-        scorer = load_scorer(reward)
+        scorer = load_scorer(reward, dtype=dtype)
         if chat_template not in ("auto", "on", "off"):
             raise UsageError("--chat-template must be auto, on or off")
         chat = use_chat_template(scorer, chat_template)

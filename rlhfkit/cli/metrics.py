@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import CHAT_TEMPLATE, FIELDS, SEED, err_console, handle_errors, positive, unit_left_open
+from .common import CHAT_TEMPLATE, DTYPE, FIELDS, SEED, err_console, handle_errors, positive, unit_left_open
 
 metrics_app = typer.Typer(help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.",
                           no_args_is_help=True, rich_markup_mode=None)
@@ -44,6 +44,7 @@ def pm_divergence_cmd(
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: histogram and CDF of the per-prompt values."),
     chat_template: Optional[bool] = CHAT_TEMPLATE,
+    dtype: str = DTYPE,
     seed: int = SEED,
     fields: Optional[str] = FIELDS,
 ) -> None:
@@ -53,6 +54,7 @@ def pm_divergence_cmd(
     from ..io import UsageError
     from ..metrics.core import pm_divergence
     from ..metrics.sampling import sample_with_logprobs
+    from ..models import resolve_dtype
     from ..ppo.rewards import load_reward
     from ..progress import task_progress
     from ..prompts import read_prompts
@@ -63,10 +65,10 @@ def pm_divergence_cmd(
         raise UsageError("--samples must be at least 2")
     check_file_output(plot, "--plot")
     prompt_list = read_prompts(prompts, field_map(fields))
-    reward_fn = load_reward(reward)
+    reward_fn = load_reward(reward, dtype=resolve_dtype(dtype))
     with task_progress("pm-divergence", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, None, batch_size, max_new_tokens, temperature, top_p,
-                                     seed, progress=advance, chat_template=chat_template)
+                                     seed, progress=advance, chat_template=chat_template, dtype=dtype)
     scores, _ = reward_fn([d["prompt"] for d in drawn], [d["response"] for d in drawn])
     logp = torch.tensor([d["logp"] for d in drawn]).view(-1, samples)
     values = pm_divergence(logp, scores.view(-1, samples), beta)
@@ -95,6 +97,7 @@ def generation_cmd(
     top_p: float = typer.Option(1.0, "--top-p", callback=unit_left_open, metavar="X", help="Nucleus sampling: keep the smallest set of tokens with this total probability (1 = off)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     chat_template: Optional[bool] = CHAT_TEMPLATE,
+    dtype: str = DTYPE,
     seed: int = SEED,
     fields: Optional[str] = FIELDS,
 ) -> None:
@@ -107,7 +110,7 @@ def generation_cmd(
     prompt_list = read_prompts(prompts, field_map(fields))
     with task_progress("generation", len(prompt_list) * samples) as advance:
         drawn = sample_with_logprobs(policy, prompt_list, samples, ref, batch_size, max_new_tokens, temperature, top_p,
-                                     seed, progress=advance, chat_template=chat_template)
+                                     seed, progress=advance, chat_template=chat_template, dtype=dtype)
     stats = generation_stats([d["logp"] for d in drawn], [d["ref_logp"] for d in drawn], [d["length"] for d in drawn])
     result = {"metric": "generation", "policy": policy, "ref": ref, **stats}
     _emit(result, "generation", [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in stats.items()])
@@ -122,6 +125,7 @@ def accuracy_cmd(
     section: Optional[List[str]] = typer.Option(None, "--section", metavar="NAME=SUBSETS", help="NAME=subset1,subset2 (repeat): example-weighted section scores."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model was trained with)."),
+    dtype: str = DTYPE,
     fields: Optional[str] = FIELDS,
 ) -> None:
     """Strict reward-model accuracy (r_chosen > r_rejected), per subset and section (RewardBench style)."""
@@ -138,7 +142,7 @@ def accuracy_cmd(
             raise UsageError(f"--section must be NAME=subset1,subset2, got {spec!r}")
         sections[name] = [m for m in members.split(",") if m]
     examples, _ = read_records(data, ("pair",), fields=field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
     with task_progress("accuracy", 2 * len(examples)) as advance:
         margins = pair_margins(scorer, examples, batch_size, advance).mean(dim=1)
     subsets = [str(e.raw.get(subset_field, "all")) for e in examples]
@@ -163,6 +167,7 @@ def reward_dist_cmd(
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model was trained with)."),
     plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="PNG: reward histograms and mean reward by rank per group."),
+    dtype: str = DTYPE,
     fields: Optional[str] = FIELDS,
 ) -> None:
     """Reward distributions per prompt group (Reward Collapse): by rank, and the groups' distance."""
@@ -176,7 +181,7 @@ def reward_dist_cmd(
 
     check_file_output(plot, "--plot")
     examples, _ = read_records(data, ("ranking",), fields=field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
     prompts = [e.prompt for e in examples for _ in e.responses]
     responses = [r for e in examples for r in e.responses]
     rewards = scorer.score(prompts, responses, batch_size).mean(dim=1)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import FIELDS, ON_ERROR, OUT, REJECTS, handle_errors
+from .common import DTYPE, FIELDS, ON_ERROR, OUT, REJECTS, handle_errors
 
 
 @handle_errors
@@ -15,6 +15,7 @@ def score(
     reward: str = typer.Option(..., "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default: what the reward model or ensemble was trained with)."),
+    dtype: str = DTYPE,
     out: Optional[str] = OUT,
     on_error: str = ON_ERROR,
     rejects: Optional[str] = REJECTS,
@@ -36,7 +37,7 @@ def score(
     check_file_output(rejects, "--rejects")
     check_distinct_outputs(out=out, rejects=rejects)
     examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects, field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
     records = score_examples(scorer, examples, batch_size)
     write_records(out, records)
-    summary(stage="score", reward=reward, heads=scorer.heads, records=len(records), skipped=stats.skipped)
+    summary(stage="score", reward=reward, dtype=dtype, heads=scorer.heads, records=len(records), skipped=stats.skipped)

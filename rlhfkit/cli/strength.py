@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .common import FIELDS, ON_ERROR, OUT, REJECTS, SEED, err_console, handle_errors
+from .common import DTYPE, FIELDS, ON_ERROR, OUT, REJECTS, SEED, err_console, handle_errors
 
 # The default members (3 folds x 3 epochs) are the strongest that fit the CPU time budget on 1,000
 # pairs; 5 folds x 3 epochs (members see 4/5 of the pairs, not 2/3) cleaned a little better on synth
@@ -32,6 +32,7 @@ def strength(
     save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", metavar="DIR", help="--in-sample: keep the ensemble trained here in this directory."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Pairs per training step of the members; texts per scoring pass is twice this."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default 256 for members trained here; an --ensemble's own)."),
+    dtype: str = DTYPE,
     plot: Optional[str] = typer.Option(None, "--plot", metavar="PNG", help="Histograms of mean and std, std by decile of mean, and (with synth's noisy flags) the reliability of P(label wrong)."),
     seed: int = SEED,
     out: Optional[str] = OUT,
@@ -83,7 +84,7 @@ def strength(
     if ensemble is not None:
         from ..scoring import load_scorer
 
-        scorer = load_scorer(ensemble, max_length=max_length)
+        scorer = load_scorer(ensemble, max_length=max_length, dtype=dtype)
         with task_progress("strength", 2 * len(examples)) as advance:
             margins = pair_margins(scorer, examples, batch_size * 2, advance)
         info.update(construction="ensemble", ensemble=ensemble, members=scorer.heads)

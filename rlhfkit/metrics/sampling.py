@@ -14,13 +14,13 @@ from ..ppo.policy import encode_prompts, forward_response, generate
 def sample_with_logprobs(policy: str, prompts: Sequence[Any], n: int = 1, ref: str | None = None, batch_size: int = 16,
                          max_new_tokens: int = 64, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
                          max_prompt_length: int = 256, progress=None, logprobs: bool = True,
-                         greedy: bool = False, chat_template: bool | None = None) -> list[dict]:
+                         greedy: bool = False, chat_template: bool | None = None, dtype: str = "auto") -> list[dict]:
     """``n`` samples per prompt, in prompt order; each with its text, token ids, length and (with
     ``logprobs``) summed log π, and log π_ref when ``ref`` is given, both at temperature 1 (the
     models' own probabilities; ``temperature`` and ``top_p`` shape only the sampling). ``chat_template``:
     see ``ppo.policy.uses_chat_template``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = resolve_dtype("auto", device)
+    dtype = resolve_dtype(dtype, device)
     tok = load_tokenizer(policy)
     model = load_model(policy, "causal-lm", dtype=dtype).to(device).eval()
     ref_model = load_model(ref, "causal-lm", dtype=dtype).to(device).eval() if ref else None
