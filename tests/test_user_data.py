@@ -232,3 +232,39 @@ def test_inference_stages_take_a_dtype(tmp_path):
                  ["metrics", "accuracy", pairs, "--reward", tmp_path / "rm"]):
         r = cli(*args, "--dtype", "bf16")
         assert r.exit_code == 0, (args[0], r.stderr[-1500:])
+
+
+# ---------------------------------------------------------------- 12. PM needs no reference model
+
+def test_ppo_pm_neither_builds_nor_runs_a_reference(tmp_path, monkeypatch):
+    """PM's penalty is log π alone: its run builds no reference copy and runs no reference forward
+    (memory and time); its log says the KL was not measured. KL runs still build one."""
+    import copy
+    from pathlib import Path
+
+    import torch
+
+    from rlhfkit.ppo import trainer
+
+    copies = []
+    real_deepcopy = copy.deepcopy
+    def spy(obj, *args):
+        if isinstance(obj, torch.nn.Module):
+            copies.append(type(obj).__name__)
+        return real_deepcopy(obj, *args)
+
+    monkeypatch.setattr(trainer.copy, "deepcopy", spy)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"say {w}"} for w in "abcd"])
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:e_count"
+    for regularizer in ("pm", "kl"):
+        copies.clear()
+        out = tmp_path / regularizer
+        r = cli("ppo", "--policy", "tiny-gpt", "--reward", reward, "--prompts", prompts, "--steps", 1, "--batch-size", 2,
+                "--mini-batch-size", 2, "--max-new-tokens", 3, "--save-steps", 0, "--regularizer", regularizer,
+                "--out", out)
+        assert r.exit_code == 0, r.stderr[-2000:]
+        log = read_jsonl(out / "log.jsonl")[0]
+        if regularizer == "pm":
+            assert copies == [] and log["kl"] is None and "seconds_ref_forward" not in log
+        else:
+            assert copies and isinstance(log["kl"], float) and "seconds_ref_forward" in log

@@ -130,10 +130,12 @@ class PPOTrainer:
         self.tokenizer = load_tokenizer(cfg.policy)
         policy = load_model(cfg.policy, "causal-lm", dtype=self.compute_dtype if cfg.lora else torch.float32)
         disable_dropout(policy)  # train-mode forwards must equal the rollout's: ratio 1 at θ_old
+        # PM's penalty is log π alone: without --adaptive-kl (which steers by the KL) it needs no reference
+        self.uses_reference = cfg.regularizer != "pm" or cfg.adaptive_kl
+        self.ref = None
         if cfg.lora:  # the reference is the same model with its adapters disabled: no second copy;
             policy = add_policy_lora(policy, cfg)  # adapters in fp32 over a frozen base in the compute dtype
-            self.ref = None
-        else:  # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
+        elif self.uses_reference:  # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
             self.ref = copy.deepcopy(policy).to(self.device, self.compute_dtype).eval()
             for p in self.ref.parameters():
                 p.requires_grad_(False)
@@ -236,8 +238,10 @@ class PPOTrainer:
                 logp, values, entropy = self.accelerator.unwrap_model(self.actor)(*args, cfg.temperature, with_entropy=True)
                 if self.critic is not None:
                     values = self.accelerator.unwrap_model(self.critic)(*args).float()
-            with _timer(t, "ref_forward"):
-                ref_logp = self.reference_logp(*args)
+            ref_logp = None
+            if self.uses_reference:
+                with _timer(t, "ref_forward"):
+                    ref_logp = self.reference_logp(*args)
         score = score.to(self.device).float() * cfg.reward_scale
         sigma = sigma.to(self.device).float() if sigma is not None else None
         maskf = mask.float()
@@ -253,11 +257,11 @@ class PPOTrainer:
         all_scores = self.gather(score)
         n_rows = len(all_scores)
         kl_sum, ent_sum, ppl_sum, len_sum = self.total(
-            float(((logp - ref_logp) * maskf).sum()), float((entropy * maskf).sum()),
+            float(((logp - ref_logp) * maskf).sum()) if ref_logp is not None else 0.0, float((entropy * maskf).sum()),
             float(torch.exp(-(logp * maskf).sum(-1) / lengths.clamp(min=1)).sum()), float(lengths.sum()))
         stats = {
             "reward_mean": all_scores.mean().item(), "reward_std": all_scores.std().item() if n_rows > 1 else 0.0,
-            "kl": kl_sum / n_rows, "entropy": ent_sum / max(n_tok, 1.0), "perplexity": ppl_sum / n_rows,
+            "kl": kl_sum / n_rows if ref_logp is not None else None,  # not measured without a reference (PM) "entropy": ent_sum / max(n_tok, 1.0), "perplexity": ppl_sum / n_rows,
             "response_length": len_sum / n_rows, "beta": self.beta,
         }
         if sigma is not None:
