@@ -4,8 +4,9 @@ run() {
   echo "+ $*" >&2
   if [ -z "${DRY_RUN:-}" ]; then "$@"; fi
 }
-# `launch` runs a training stage under accelerate when LAUNCH is set (e.g. LAUNCH="accelerate launch
-# --num_processes 8 -m"), else as a plain rlhfkit command.
+# `launch` runs a training stage (train-rm, ppo) under accelerate when LAUNCH is set, e.g.
+#   LAUNCH="accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m"
+# else as a plain rlhfkit command. Every recipe sends every training stage through it.
 launch() {
   if [ -n "${LAUNCH:-}" ]; then run $LAUNCH rlhfkit "$@"; else run rlhfkit "$@"; fi
 }
@@ -15,4 +16,32 @@ run_to() {
   shift
   echo "+ $* > $dest" >&2
   if [ -z "${DRY_RUN:-}" ]; then "$@" > "$dest"; fi
+}
+# `note TEXT`: a line of the plan that is not a command (where the SFT policy comes from, memory).
+note() {
+  echo "# $*" >&2
+}
+# `ckpt_steps N`: --save-steps for a training stage. rlhfkit's checkpoints hold unsharded state, which
+# the DeepSpeed and FSDP configs refuse; so under a LAUNCH that may be sharded (a zero*/fsdp config,
+# or accelerate's default config, which the recipe cannot see) checkpoints are off (0). Name
+# recipes/accelerate/ddp.yaml (or use torchrun) to keep them.
+ckpt_steps() {
+  case "${LAUNCH:-}" in
+    "" | *ddp.yaml* | *cpu-2proc.yaml* | *torchrun*) echo "$1" ;;
+    *) echo 0 ;;
+  esac
+}
+# `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N), else 1.
+procs() {
+  local words=(${LAUNCH:-}) i
+  for ((i = 0; i + 1 < ${#words[@]}; i++)); do
+    case ${words[i]} in --num_processes | --nproc_per_node | --nproc-per-node) echo "${words[i + 1]}"; return ;; esac
+  done
+  echo 1
+}
+# `at_least N`: N, or the process count when that is larger (a global batch needs a share per process).
+at_least() {
+  local p
+  p=$(procs)
+  echo $(($1 > p ? $1 : p))
 }

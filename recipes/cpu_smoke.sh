@@ -7,19 +7,23 @@ source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-smoke-out}
 ENC=${ENC:-tiny-bert}
 DEC=${DEC:-tiny-gpt}
-TINY_PPO="--steps 2 --batch-size 4 --mini-batch-size 2 --max-new-tokens 6 --save-steps 0"
+TINY_PPO="--steps 2 --batch-size $(at_least 4) --mini-batch-size $(at_least 2) --max-new-tokens 6 --save-steps 0"
 
 run mkdir -p "$OUT"
+note "policy: $DEC (tiny and random: this checks plumbing, there is no SFT)"
 run rlhfkit synth --n 80 --noise 0.2 --seed 0 --out "$OUT/pairs.jsonl"
 run rlhfkit synth --n 12 --kind rankings --responses 4 --out "$OUT/rankings.jsonl"
 run rlhfkit validate "$OUT/pairs.jsonl" --out "$OUT/validated.jsonl"
 run rlhfkit prompts "$OUT/pairs.jsonl" --kind extract --limit 8 --out "$OUT/prompts.jsonl"
 
 # reward models
-run rlhfkit train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps 2 --lr 1e-3
-run rlhfkit train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps 2 --lr 1e-3 --resume
-run rlhfkit train-rm "$OUT/rankings.jsonl" --loss ranking --utility adaptive --model "$DEC" --out "$OUT/rm-rank" --max-steps 2 --save-steps 0
-run rlhfkit train-rm "$OUT/pairs.jsonl" --contrastive swav --model "$DEC" --out "$OUT/rm-swav" --max-steps 2 --save-steps 0
+SAVE=$(ckpt_steps 2)  # 0 under a LAUNCH that may shard: then there is no checkpoint to resume
+launch train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps "$SAVE" --lr 1e-3
+if [ "$SAVE" != 0 ]; then
+  launch train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps "$SAVE" --lr 1e-3 --resume
+fi
+launch train-rm "$OUT/rankings.jsonl" --loss ranking --utility adaptive --model "$DEC" --out "$OUT/rm-rank" --max-steps 2 --save-steps 0
+launch train-rm "$OUT/pairs.jsonl" --contrastive swav --model "$DEC" --out "$OUT/rm-swav" --max-steps 2 --save-steps 0
 run rlhfkit score "$OUT/pairs.jsonl" --reward "$OUT/rm" --out "$OUT/scored.jsonl"
 
 # ensembles, strength, cleaning
@@ -29,12 +33,12 @@ run rlhfkit strength "$OUT/pairs.jsonl" --model "$ENC" --folds 2 --plot "$OUT/st
 run rlhfkit strength "$OUT/pairs.jsonl" --in-sample --model "$ENC" --heads 4 --out "$OUT/strength-in-sample.jsonl"
 run rlhfkit clean "$OUT/strength.jsonl" --flip --margin --rejects "$OUT/dropped.jsonl" --out "$OUT/clean.jsonl"
 run rlhfkit clean "$OUT/strength-in-sample.jsonl" --flip-below 0 --drop-ambiguous -0.01:0.01 --rejects "$OUT/dropped-in-sample.jsonl" --out "$OUT/clean-in-sample.jsonl"
-run rlhfkit train-rm "$OUT/clean.jsonl" --model "$DEC" --out "$OUT/rm-clean" --max-steps 2 --save-steps 0
+launch train-rm "$OUT/clean.jsonl" --model "$DEC" --out "$OUT/rm-clean" --max-steps 2 --save-steps 0
 
 # policies
-run rlhfkit ppo --policy "$DEC" --reward "$OUT/rm" --prompts "$OUT/prompts.jsonl" --regularizer kl $TINY_PPO --out "$OUT/ppo-kl"
-run rlhfkit ppo --policy "$DEC" --reward "$OUT/ensemble" --reward-head 0 --prompts "$OUT/prompts.jsonl" --regularizer var-kl $TINY_PPO --out "$OUT/ppo-varkl"
-run rlhfkit ppo --policy "$DEC" --reward "$OUT/rm" --prompts "$OUT/prompts.jsonl" --regularizer cpm --alpha 0.3 --beta 1 $TINY_PPO --out "$OUT/ppo-cpm"
+launch ppo --policy "$DEC" --reward "$OUT/rm" --prompts "$OUT/prompts.jsonl" --regularizer kl $TINY_PPO --out "$OUT/ppo-kl"
+launch ppo --policy "$DEC" --reward "$OUT/ensemble" --reward-head 0 --prompts "$OUT/prompts.jsonl" --regularizer var-kl $TINY_PPO --out "$OUT/ppo-varkl"
+launch ppo --policy "$DEC" --reward "$OUT/rm" --prompts "$OUT/prompts.jsonl" --regularizer cpm --alpha 0.3 --beta 1 $TINY_PPO --out "$OUT/ppo-cpm"
 run rlhfkit generate "$OUT/prompts.jsonl" --policy "$DEC" --max-new-tokens 6 --out "$OUT/gens-ref.jsonl"
 run rlhfkit generate "$OUT/prompts.jsonl" --policy "$OUT/ppo-kl" --max-new-tokens 6 --out "$OUT/gens-ppo.jsonl"
 

@@ -2,13 +2,16 @@
 # MetaRM rounds (Secrets of RLHF II §3.2): PPO -> sample a meta set from the new policy ->
 # train-rm --meta-data (continuing from the last reward model) -> PPO again, for ROUNDS rounds.
 #
-# Paper scale: Llama-2-7B policy and reward model, 3-4 rounds, on 8 GPUs (prefix each rlhfkit call
-# with `accelerate launch -m` for multi-GPU training). CPU smoke scale: the defaults below with
-# POLICY=tiny-gpt RM_BASE=tiny-gpt, a minute or two.
+# Paper scale: Llama-2-7B policy and reward model, 3-4 rounds, on 8 GPUs: set LAUNCH (see
+# recipes/_common.sh) and every train-rm and ppo runs under it; at 7B pass --lora in RM_FLAGS and
+# PPO_FLAGS (secrets_rm.sh does). SFT policy: POLICY, an SFT or instruct checkpoint (the default,
+# SmolLM2-135M-Instruct, is one). CPU smoke scale: the defaults below with POLICY=tiny-gpt
+# RM_BASE=tiny-gpt, a minute or two.
 #
 #   PAIRS=pairs.jsonl PROMPTS=prompts.jsonl POLICY=smollm2-135m RM_BASE=minilm bash recipes/metarm_rounds.sh
 #   DRY_RUN=1 bash recipes/metarm_rounds.sh     # print the commands only
 set -euo pipefail
+source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-metarm-out}
 ROUNDS=${ROUNDS:-3}
 PAIRS=${PAIRS:-$OUT/pairs.jsonl}
@@ -16,25 +19,24 @@ PROMPTS=${PROMPTS:-$PAIRS}
 POLICY=${POLICY:-smollm2-135m}
 RM_BASE=${RM_BASE:-minilm}
 PPO_STEPS=${PPO_STEPS:-20}
-PPO_FLAGS=${PPO_FLAGS:---batch-size 8 --mini-batch-size 4 --max-new-tokens 32 --lr 1e-6 --temperature 0.8 --top-p 0.9 --save-steps 0}
+PPO_FLAGS=${PPO_FLAGS:---batch-size $(at_least 8) --mini-batch-size $(at_least 4) --max-new-tokens 32 --lr 1e-6 --temperature 0.8 --top-p 0.9 --save-steps 0}
 RM_FLAGS=${RM_FLAGS:---lr 1e-5 --batch-size 8 --save-steps 0}
 META_K=${META_K:-4}
 
-source "$(dirname "$0")/_common.sh"
-
 run mkdir -p "$OUT"
+note "SFT policy: $POLICY"
 if [ ! -f "$PAIRS" ]; then run rlhfkit synth --n 200 --seed 0 --out "$PAIRS"; fi
-run rlhfkit train-rm "$PAIRS" --model "$RM_BASE" --out "$OUT/rm-0" $RM_FLAGS
+launch train-rm "$PAIRS" --model "$RM_BASE" --out "$OUT/rm-0" $RM_FLAGS
 rm_dir="$OUT/rm-0"
 policy="$POLICY"
 for round in $(seq 1 "$ROUNDS"); do
-  run rlhfkit ppo --policy "$policy" --reward "$rm_dir" --prompts "$PROMPTS" --out "$OUT/policy-$round" \
+  launch ppo --policy "$policy" --reward "$rm_dir" --prompts "$PROMPTS" --out "$OUT/policy-$round" \
     --steps "$PPO_STEPS" $PPO_FLAGS
   run rlhfkit generate "$PROMPTS" --policy "$OUT/policy-$round" --n "$META_K" --group --temperature 0.8 \
     --out "$OUT/meta-$round.jsonl"
-  run rlhfkit train-rm "$PAIRS" --model "$rm_dir" --meta-data "$OUT/meta-$round.jsonl" --out "$OUT/rm-$round" $RM_FLAGS
+  launch train-rm "$PAIRS" --model "$rm_dir" --meta-data "$OUT/meta-$round.jsonl" --out "$OUT/rm-$round" $RM_FLAGS
   rm_dir="$OUT/rm-$round"
   policy="$OUT/policy-$round"
 done
-run rlhfkit ppo --policy "$policy" --reward "$rm_dir" --prompts "$PROMPTS" --out "$OUT/policy-final" --steps "$PPO_STEPS" $PPO_FLAGS
+launch ppo --policy "$policy" --reward "$rm_dir" --prompts "$PROMPTS" --out "$OUT/policy-final" --steps "$PPO_STEPS" $PPO_FLAGS
 echo "MetaRM rounds done: final policy $OUT/policy-final, reward model $rm_dir" >&2

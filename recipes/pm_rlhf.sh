@@ -3,46 +3,68 @@
 # Regularization" (Xiao et al., 2024): KL-RLHF vs conditional preference matching (cpm) over the
 # grid beta in {0.1, 0.5, 1}, alpha in {0.1, 0.3, 0.5}; PM divergence and generation metrics.
 # Paper settings: OPT-1.3B (and Llama-2-7B) on full-hh-rlhf, PPO lr 1e-6, top-p 0.9, temperature 1,
-# prompt and answer <= 256 tokens; rewards used as r/beta against a unit KL (the paper's reading of its eq. 2.3).
+# prompt and answer <= 256 tokens.
 # Hardware: 8x A100 for OPT-1.3B in the paper. One 80 GB GPU holds an OPT-1.3B run (docs/scaling.md:
 # ~30 GB + activations). Time per PPO run is ESTIMATED, not measured (no GPU this round): ~1.5-2 hours
 # (500 steps x 10-15 s: 256 decode steps of a 1.3B model at batch 64 with HF generate, ~20-30 ms each,
 # plus 4 epochs of 8 mini-batches of 8 x 512 tokens); 12 runs, about a day. Measure it with
 # `python benchmarks/ppo.py --policy facebook/opt-1.3b --batch-size 64 --max-new-tokens 256` (seconds_* per phase).
+# SFT policy: the paper starts PPO from OPT-1.3B fine-tuned on HH (DeepSpeed-Chat's step 1), not
+# released; POLICY defaults to the base model. SFT_FROM=facebook/opt-1.3b makes that SFT policy first
+# with TRL's `trl sft` on HH-RLHF's chosen transcripts and uses it (SFT_FROM=meta-llama/Llama-2-7b-hf
+# with SIZE=7b, under a multi-GPU launcher as TRL's docs describe). HH prompts are "Human: ...
+# Assistant:" transcripts, passed as they are (--no-chat-template).
+# SIZE=7b: Llama-2-7B (the paper's second model) on 8 x 80 GB: DDP with LoRA for the reward model
+# and every policy, bf16 compute; per GPU about 13.5 GB of bf16 policy weights, 13.5 GB for the
+# reward model, adapters and activations at 512 tokens (~40-55 GB: an estimate from byte counts, not
+# measured). LAUNCH="accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m".
+# beta: one convention everywhere (README, `ppo --beta`): the KL weight beta against the reward model's
+# score, r - beta * KL, whose optimum pi_ref * exp(r / beta) is what PM divergence (`--beta beta`)
+# compares with. (The paper's r/beta - KL has the same optimum; PPO's whitened advantages make the
+# two runs alike.)
 #   bash recipes/pm_rlhf.sh                    DRY_RUN=1 bash recipes/pm_rlhf.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-runs/pm_rlhf}
-POLICY=${POLICY:-facebook/opt-1.3b}
+SIZE=${SIZE:-1.3b}
+case $SIZE in
+  1.3b) BASE=facebook/opt-1.3b; MODE_FLAGS="" ;;
+  7b) BASE=meta-llama/Llama-2-7b-hf; MODE_FLAGS="--lora --dtype bf16" ;;
+  *) echo "SIZE must be 1.3b or 7b" >&2; exit 2 ;;
+esac
+SFT_FROM=${SFT_FROM:-}
+POLICY=${POLICY:-$BASE}
 DATA=${DATA:-hf:Dahoas/full-hh-rlhf:train}
 TEST=${TEST:-hf:Dahoas/full-hh-rlhf:test}
 STEPS=${STEPS:-500}
-PPO_COMMON=${PPO_COMMON:---lr 1e-6 --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens 256 --batch-size 64 --mini-batch-size 8 --save-steps 100}
+PPO_COMMON=${PPO_COMMON:---lr 1e-6 --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens 256 --batch-size 64 --mini-batch-size 8 --no-chat-template --save-steps $(ckpt_steps 100) $MODE_FLAGS}
 
 run mkdir -p "$OUT"
-launch train-rm "$DATA" --model "$POLICY" --out "$OUT/rm" --lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 512 --epochs 1
+if [ -n "$SFT_FROM" ]; then
+  run trl sft --model_name_or_path "$SFT_FROM" --dataset_name Anthropic/hh-rlhf --dataset_text_field chosen \
+    --bf16 true --output_dir "$OUT/sft"
+  POLICY="$OUT/sft"
+fi
+note "SFT policy: $POLICY"
+launch train-rm "$DATA" --model "$POLICY" --out "$OUT/rm" --lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 512 --epochs 1 \
+  --save-steps "$(ckpt_steps 500)" $MODE_FLAGS
 run rlhfkit prompts "$TEST" --kind extract --limit 500 --out "$OUT/test-prompts.jsonl"
-# The paper reads (2.3) as max E[r/beta] - KL: the reward model's score is scaled by 1/beta against a unit
-# penalty, so the KL arm's optimum is pi_ref * exp(r/beta) and PM divergence compares with softmax(r/beta).
-# The +-5 score clip is scaled with it (it clips r, not r/beta).
 declare -A BETA_OF
 for beta in 0.1 0.5 1; do
-  scale=$(python3 -c "print(1/$beta)")
-  clip=$(python3 -c "print(5/$beta)")
-  run rlhfkit ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer kl --beta 1 \
-    --reward-scale "$scale" --score-clip "$clip" --steps "$STEPS" $PPO_COMMON --out "$OUT/kl-b$beta"
+  launch ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer kl --beta "$beta" \
+    --steps "$STEPS" $PPO_COMMON --out "$OUT/kl-b$beta"
   BETA_OF[kl-b$beta]=$beta
   for alpha in 0.1 0.3 0.5; do
-    run rlhfkit ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer cpm --beta 1 --alpha "$alpha" \
-      --reward-scale "$scale" --score-clip "$clip" --steps "$STEPS" $PPO_COMMON --out "$OUT/cpm-b$beta-a$alpha"
+    launch ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer cpm --beta "$beta" --alpha "$alpha" \
+      --steps "$STEPS" $PPO_COMMON --out "$OUT/cpm-b$beta-a$alpha"
     BETA_OF[cpm-b$beta-a$alpha]=$beta
   done
 done
 for name in "${!BETA_OF[@]}"; do
   beta=${BETA_OF[$name]}
   run_to "$OUT/pm-$name.json" rlhfkit metrics pm-divergence --policy "$OUT/$name" --reward "$OUT/rm" --prompts "$OUT/test-prompts.jsonl" \
-    --beta "$beta" --top-p 0.9 --max-new-tokens 256 --plot "$OUT/pm-$name.png"
+    --beta "$beta" --top-p 0.9 --max-new-tokens 256 --no-chat-template --plot "$OUT/pm-$name.png"
   run_to "$OUT/generation-$name.json" rlhfkit metrics generation --policy "$OUT/$name" --ref "$POLICY" --prompts "$OUT/test-prompts.jsonl" \
-    --max-new-tokens 256
+    --max-new-tokens 256 --no-chat-template
 done
 echo "done: compare pm-*.json (mean PM divergence) between kl-* and cpm-* runs" >&2

@@ -5,7 +5,9 @@
 # closed-ended prompts and the distance between them.
 # Paper settings: deberta-v3-base, lr 1e-5, 1 prompt per device batch (28 pairs), grad accumulation
 # 8, warmup 0.1, max length 512, 1000 steps; data: LongForm answers cut into 8 prefixes.
-# Hardware: one 24 GB GPU; about 15 minutes per utility (1.5 hours in all).
+# Hardware: one 24 GB GPU; about 15 minutes per utility (1.5 hours in all). No policy: reward models
+# only. Training runs under LAUNCH when it is set (_common.sh). DeBERTa-v3's tokenizer is a
+# sentencepiece model: `pip install "rlhfkit[sentencepiece]"` (sentencepiece and protobuf) first.
 #   bash recipes/reward_collapse.sh            DRY_RUN=1 bash recipes/reward_collapse.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
@@ -15,7 +17,9 @@ SOURCE=${SOURCE:-hf:akoksal/LongForm:train}     # records with input/output text
 TEST_SOURCE=${TEST_SOURCE:-hf:akoksal/LongForm:test}
 STEPS=${STEPS:-1000}
 LIMIT=${LIMIT:-20000}
-TRAIN_FLAGS=${TRAIN_FLAGS:---lr 1e-5 --batch-size 1 --grad-accum 8 --warmup-ratio 0.1 --max-length 512 --max-pairs 45 --save-steps 200}
+# the paper's batch: 8 prompts per update (1 per step x 8 accumulation); with P processes P per step x 8/P
+P=$(procs)
+TRAIN_FLAGS=${TRAIN_FLAGS:---lr 1e-5 --batch-size $P --grad-accum $((P < 8 ? 8 / P : 1)) --warmup-ratio 0.1 --max-length 512 --max-pairs 45 --save-steps $(ckpt_steps 200)}
 
 run mkdir -p "$OUT"
 run rlhfkit prompts "$SOURCE" --kind prefix-rankings --prompt-field input,instruction,prompt --text-field output,response \

@@ -5,21 +5,49 @@
 # contrastive (SimCSE, SwAV) reward models; MetaRM rounds; GPT-4 as pairwise judge.
 # Paper settings: Llama-2-7B reward models on Anthropic HH-RLHF; PPO actor lr 5e-7, critic lr
 # 1.5e-6, batch 32, temperature 0.8, top-p 0.9, no KL; 100 prompts per judged set.
+# SFT policy: the paper's own SFT model of Llama-2-7B was not released; POLICY defaults to
+# Llama-2-7b-chat-hf as a stand-in. SFT_FROM=meta-llama/Llama-2-7b-hf makes one first with TRL's
+# `trl sft` on HH-RLHF's chosen transcripts and uses it (at 7B, under a
+# multi-GPU launcher as TRL's docs describe).
 # Hardware: 8x A100 80 GB; about 2 hours per 7B reward model (~40 hours in all). OPENAI_API_KEY for the judge.
+# 7B on 8 x 80 GB, the preset (TRAIN_MODE=lora, the default): DDP with LoRA for every reward model
+# and policy, bf16 compute: each GPU holds a 7B model's bf16 weights (13.5 GB) plus adapters, and
+# for PPO the reward model's (13.5 GB) too; about 45-60 GB per GPU with activations at 1,024 tokens
+# (an estimate from the byte counts, not measured: no GPU run yet).
+#   LAUNCH="accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m" bash recipes/secrets_rm.sh
+# TRAIN_MODE=full fine-tunes everything as the paper did; fp32 masters and Adam state need ~112 GB
+# per 7B model, so only with a sharded LAUNCH (recipes/accelerate/zero3.yaml: not yet run; docs/scaling.md).
+# Strength: the paper's construction is kept on purpose (M members trained on all of TRAIN vote on
+# the pairs they trained on), because this recipe reproduces the paper's numbers; to clean your own
+# data use the cross-fitted default, `rlhfkit strength DATA`, which the README recommends. The
+# members are loaded one at a time to score, in the compute dtype.
 #   bash recipes/secrets_rm.sh                 DRY_RUN=1 bash recipes/secrets_rm.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-runs/secrets_rm}
 MODEL=${MODEL:-meta-llama/Llama-2-7b-hf}
+SFT_FROM=${SFT_FROM:-}
 POLICY=${POLICY:-meta-llama/Llama-2-7b-chat-hf}
 TRAIN=${TRAIN:-hf:Anthropic/hh-rlhf:train}
 TEST=${TEST:-hf:Anthropic/hh-rlhf:test}
 MEMBERS=${MEMBERS:-10}
 JUDGE=${JUDGE:-gpt-4}
-RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps 500}
-PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 --batch-size 32 --mini-batch-size 8 --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --steps 400}
+TRAIN_MODE=${TRAIN_MODE:-lora}
+case $TRAIN_MODE in
+  lora) MODE_FLAGS="--lora --dtype bf16" ;;
+  full) MODE_FLAGS="--dtype bf16" ;;
+  *) echo "TRAIN_MODE must be lora or full" >&2; exit 2 ;;
+esac
+RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 --batch-size 32 --mini-batch-size 8 --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --steps 400 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
 
 run mkdir -p "$OUT"
+if [ -n "$SFT_FROM" ]; then
+  run trl sft --model_name_or_path "$SFT_FROM" --dataset_name Anthropic/hh-rlhf --dataset_text_field chosen \
+    --bf16 true --output_dir "$OUT/sft"
+  POLICY="$OUT/sft"
+fi
+note "SFT policy: $POLICY"
 members=()
 for m in $(seq 0 $((MEMBERS - 1))); do
   launch train-rm "$TRAIN" --model "$MODEL" --seed "$m" $RM_FLAGS --out "$OUT/member-$m"
@@ -41,12 +69,12 @@ for variant in raw flip margin flip-margin soft-margin simcse swav; do
   esac
   launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra --eval "$TEST" --out "$OUT/rm-$variant"
   run_to "$OUT/accuracy-$variant.json" rlhfkit metrics accuracy "$TEST" --reward "$OUT/rm-$variant"
-  run rlhfkit ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" $PPO_FLAGS --out "$OUT/policy-$variant"
+  launch ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" $PPO_FLAGS --out "$OUT/policy-$variant"
   run rlhfkit generate "$OUT/judge-prompts.jsonl" --policy "$OUT/policy-$variant" --max-new-tokens 256 \
     --temperature 0.8 --top-p 0.9 --out "$OUT/gens-$variant.jsonl"
 done
 run env OUT="$OUT/metarm" PAIRS="$OUT/flip.jsonl" PROMPTS="$OUT/judge-prompts.jsonl" POLICY="$POLICY" RM_BASE="$MODEL" ROUNDS=3 \
-  bash "$(dirname "$0")/metarm_rounds.sh"
+  RM_FLAGS="$RM_FLAGS" PPO_FLAGS="$PPO_FLAGS" bash "$(dirname "$0")/metarm_rounds.sh"
 for variant in flip margin flip-margin soft-margin simcse swav; do
   run rlhfkit judge "$OUT/gens-$variant.jsonl" "$OUT/gens-raw.jsonl" --judge-model "$JUDGE" --concurrency 16 \
     --out "$OUT/judged-$variant.jsonl"

@@ -6,6 +6,9 @@
 # 40 policies per method, all judged by FsfairX-LLaMA3-RM-v0.1 on IMDB test prompts.
 # Hardware: reward model on 4x A40 in the paper (~51 h for Gemma-2B); PPO on one GPU, ~10 minutes
 # per policy (80 policies: ~14 hours). Lower HEADS/RUNS for a quicker pass.
+# Policy: GPT-2 itself, as in the paper (no SFT stage: continuing IMDB review openings is what the
+# pre-trained model already does). Training stages run under LAUNCH when it is set (_common.sh); at
+# these sizes one GPU per policy is enough, and 8 GPUs are better used for 8 policies at once.
 #   bash recipes/uncertainty_rlhf.sh           DRY_RUN=1 bash recipes/uncertainty_rlhf.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
@@ -18,10 +21,11 @@ HEADS=${HEADS:-10}
 RUNS=${RUNS:-4}
 STEPS=${STEPS:-192}
 PPO_COMMON=${PPO_COMMON:---batch-size 128 --mini-batch-size 32 --max-new-tokens 10 --save-steps 0}
+note "policy: $POLICY (pre-trained, no SFT, as the paper)"
 
 run mkdir -p "$OUT"
 launch train-rm "$PREFS" --model "$RM_BASE" --out "$OUT/rm" --lr 1e-5 --batch-size 8 --grad-accum 4 \
-  --early-stop-loss 0.3 --max-length 1024 --save-steps 500
+  --early-stop-loss 0.3 --max-length 1024 --save-steps "$(ckpt_steps 500)"
 run rlhfkit ensemble "$PREFS" --from-rm "$OUT/rm" --heads "$HEADS" --epochs 3 --out "$OUT/ensemble" --cache "$OUT/features"
 run rlhfkit prompts hf:stanfordnlp/imdb:train --min-words 2 --max-words 8 --out "$OUT/prompts.jsonl"
 run rlhfkit prompts hf:stanfordnlp/imdb:test --min-words 2 --max-words 8 --limit 2000 --out "$OUT/test-prompts.jsonl"
@@ -30,9 +34,9 @@ run rlhfkit generate "$OUT/test-prompts.jsonl" --policy "$POLICY" --max-new-toke
 for head in $(seq 0 $((HEADS - 1))); do
   for r in $(seq 1 "$RUNS"); do
     seed=$((head * 100 + r))
-    run rlhfkit ppo --policy "$POLICY" --reward "$OUT/ensemble" --reward-head "$head" --prompts "$OUT/prompts.jsonl" \
+    launch ppo --policy "$POLICY" --reward "$OUT/ensemble" --reward-head "$head" --prompts "$OUT/prompts.jsonl" \
       --regularizer kl --beta 0.2 --lr 1.41e-5 --steps "$STEPS" --seed "$seed" $PPO_COMMON --out "$OUT/vanilla-h$head-r$r"
-    run rlhfkit ppo --policy "$POLICY" --reward "$OUT/ensemble" --reward-head "$head" --prompts "$OUT/prompts.jsonl" \
+    launch ppo --policy "$POLICY" --reward "$OUT/ensemble" --reward-head "$head" --prompts "$OUT/prompts.jsonl" \
       --regularizer var-kl --variance-power 1 --beta 0.05 --lr 1.5e-5 --steps "$STEPS" --seed "$seed" $PPO_COMMON \
       --out "$OUT/varaware-h$head-r$r"
     for method in vanilla varaware; do

@@ -61,9 +61,9 @@ def _flag(words, name, default=None):
 
 
 def test_pm_recipe_aligns_to_the_distribution_its_divergence_measures(tmp_path):
-    """METHODS.md: rewards are used as r/beta against a unit KL (PM RLHF eq. 2.3 rewritten), so the KL
-    arm's optimum is pi_ref * exp(r/beta) and PM divergence compares with softmax(r/beta): the effective
-    temperature beta_flag / reward_scale of every PPO run must equal the beta its divergence uses."""
+    """One beta convention (README, `ppo --beta`): r - beta * KL against the unscaled score, whose KL
+    optimum pi_ref * exp(r/beta) is what PM divergence at the same beta compares with; so every PPO
+    run's beta equals its divergence's beta, with no reward scaling and the usual +-5 clip on r."""
     plan = _plan("pm_rlhf.sh", tmp_path)
     ppo = [w for w in plan if w[:2] == ["rlhfkit", "ppo"]]
     pm = {Path(_flag(w, "--policy")).name: float(_flag(w, "--beta")) for w in plan if w[1:3] == ["metrics", "pm-divergence"]}
@@ -72,9 +72,8 @@ def test_pm_recipe_aligns_to_the_distribution_its_divergence_measures(tmp_path):
         name = Path(_flag(w, "--out")).name
         beta = float(_flag(w, "--beta", 0.1))
         scale = float(_flag(w, "--reward-scale", 1.0))
-        assert abs(beta / scale - pm[name]) < 1e-9, (name, beta, scale, pm[name])
-        clip = float(_flag(w, "--score-clip", 5.0))
-        assert abs(clip / scale - 5.0) < 1e-9  # the usual +-5 clip on r, whatever the scale
+        assert scale == 1.0 and abs(beta - pm[name]) < 1e-9, (name, beta, scale, pm[name])
+        assert float(_flag(w, "--score-clip", 5.0)) == 5.0
         # the paper's PPO settings
         assert _flag(w, "--lr") == "1e-6" and _flag(w, "--top-p") == "0.9" and _flag(w, "--temperature") == "1"
         assert _flag(w, "--max-new-tokens") == "256" and _flag(w, "--max-prompt-length") == "256"
@@ -94,3 +93,57 @@ def test_uncertainty_recipe_uses_the_papers_ppo_settings(tmp_path):
             assert (_flag(w, "--lr"), _flag(w, "--beta"), _flag(w, "--variance-power")) == ("1.5e-5", "0.05", "1")
     heads = {_flag(w, "--reward-head") for w in ppo}
     assert heads == {str(h) for h in range(10)}
+
+
+# ---------------------------------------------------------------- on a GPU node: LAUNCH reaches every training stage
+
+LAUNCHERS = {"default config": "accelerate launch --num_processes 8 -m",
+             "zero3": "accelerate launch --config_file recipes/accelerate/zero3.yaml --num_processes 8 -m",
+             "ddp": "accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m"}
+
+
+def _launched_plan(name, tmp_path, launch, **env):
+    p = subprocess.run(["bash", str(RECIPES / name)], env=_env(DRY_RUN="1", OUT=str(tmp_path / "out"), LAUNCH=launch, **env),
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stderr.splitlines()
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+@pytest.mark.parametrize("name", [n for n in PAPER_RECIPES if n != "demo.sh"])
+def test_every_training_stage_runs_under_launch_with_flags_its_config_takes(tmp_path, name, launcher):
+    """Under LAUNCH every train-rm and ppo goes through the launcher (on 8 GPUs a plain `rlhfkit ppo`
+    runs on one); no stage passes --save-steps > 0 where the config may shard (rlhfkit refuses
+    checkpoints under DeepSpeed/FSDP), none passes a global batch smaller than the 8 processes, and
+    the plan names the policy PPO starts from."""
+    lines = _launched_plan(name, tmp_path, LAUNCHERS[launcher])
+    commands = [line[2:].split() for line in lines if line.startswith("+ ")]
+    for words in commands:
+        if "rlhfkit" not in words:
+            continue
+        stage = words[words.index("rlhfkit") + 1]
+        if stage in ("train-rm", "ppo"):
+            assert words[:2] == ["accelerate", "launch"], " ".join(words)
+            if launcher != "ddp":
+                assert int(_flag(words, "--save-steps", "50")) == 0, " ".join(words)
+            assert int(_flag(words, "--batch-size", "16")) >= 8, " ".join(words)
+            if stage == "ppo":
+                assert int(_flag(words, "--mini-batch-size", "8")) % 8 == 0, " ".join(words)
+    if any("ppo" in w for w in commands):
+        assert any(line.startswith("# SFT policy:") or line.startswith("# policy:") for line in lines), name
+
+
+def test_recipes_keep_checkpoints_under_ddp_and_without_a_launcher(tmp_path):
+    for launch in ("", LAUNCHERS["ddp"]):
+        lines = _launched_plan("secrets_rm.sh", tmp_path, launch)
+        steps = [int(_flag(line.split(), "--save-steps")) for line in lines if "--save-steps" in line and "train-rm" in line]
+        assert steps and all(s > 0 for s in steps)
+
+
+def test_sft_from_makes_the_policy_ppo_starts_from(tmp_path):
+    lines = _launched_plan("pm_rlhf.sh", tmp_path, LAUNCHERS["ddp"], SFT_FROM="facebook/opt-1.3b")
+    commands = [line[2:].split() for line in lines if line.startswith("+ ")]
+    sft = [w for w in commands if w[:2] == ["trl", "sft"]]
+    assert len(sft) == 1 and _flag(sft[0], "--model_name_or_path") == "facebook/opt-1.3b"
+    made = _flag(sft[0], "--output_dir")
+    assert all(_flag(w, "--policy") == made for w in commands if "ppo" in w and "rlhfkit" in w)

@@ -18,7 +18,7 @@ def ppo(
     out: str = typer.Option(..., "--out", "-o", metavar="PATH", help="Output directory: policy, log.jsonl, samples.jsonl, checkpoints/."),
     reward_head: Optional[int] = typer.Option(None, "--reward-head", min=0, metavar="N", help="Ensemble: optimise head i (default: the heads' mean)."),
     normalize_reward: bool = typer.Option(False, "--normalize-reward", help="Standardise scores with the reward model's training mean/std."),
-    reward_scale: float = typer.Option(1.0, "--reward-scale", metavar="X", help="Multiply scores (PM RLHF optimises r/beta - KL: set 1/beta with --beta 1 and --score-clip 5/beta)."),
+    reward_scale: float = typer.Option(1.0, "--reward-scale", metavar="X", help="Multiply scores before the clip (1: the reward model's own scale; rlhfkit reads beta as the KL weight against it, r - beta*KL, everywhere)."),
     regularizer: str = typer.Option("kl", "--regularizer", metavar="kl|var-kl|pm|cpm|none", help="kl, var-kl, pm, cpm or none."),
     beta: float = typer.Option(0.05, "--beta", min=0, metavar="X", help="Regulariser weight."),
     alpha: float = typer.Option(0.3, "--alpha", callback=open_unit, metavar="X", help="cpm: tokens with pi_ref >= alpha get the PM penalty, others KL."),
