@@ -50,15 +50,20 @@ class EnsembleScorer:
     """Scores with every head (or member); ``score`` returns N x K."""
 
     def __init__(self, directory: str, device: str | None = None, max_length: int | None = None, dtype: Any = None,
-                 **_: Any):
+                 one_at_a_time: bool = False, **_: Any):
         meta = read_meta(directory)
         if meta.get("type") != "ensemble":
             raise ModelError(f"{directory!r} is not an ensemble directory (rlhfkit.json type is {meta.get('type')!r})")
         self.meta = meta
         self.members = None
         if "members" in meta:
-            self.members = [RewardModelScorer(m, device=device, max_length=max_length, dtype=dtype) for m in meta["members"]]
-            self.heads = len(self.members)
+            # one pass over data (score, strength): load each member when its turn comes and free it after,
+            # so ten 7B members need one model's memory; repeated scoring (ppo) keeps them all loaded
+            self.member_dirs, self.member_kwargs = meta["members"], dict(device=device, max_length=max_length, dtype=dtype)
+            for m in self.member_dirs:
+                check_reward_dir(m)
+            self.members = [] if one_at_a_time else [RewardModelScorer(m, **self.member_kwargs) for m in self.member_dirs]
+            self.heads = len(self.member_dirs)
             return
         from safetensors.torch import load_file
 
@@ -72,7 +77,14 @@ class EnsembleScorer:
 
     def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
         if self.members is not None:
-            return torch.cat([m.score(prompts, responses, batch_size, progress) for m in self.members], dim=1)
+            if self.members:
+                return torch.cat([m.score(prompts, responses, batch_size, progress) for m in self.members], dim=1)
+            columns = []
+            for directory in self.member_dirs:
+                member = RewardModelScorer(directory, **self.member_kwargs)
+                columns.append(member.score(prompts, responses, batch_size, progress))
+                del member  # freed before the next one loads
+            return torch.cat(columns, dim=1)
         feats = self.backbone.features(self.backbone.texts(prompts, responses), batch_size, progress)
         with torch.no_grad():
             return self.heads_module(feats)
@@ -84,10 +96,11 @@ def load_scorer(spec: str, **kwargs: Any):
         from .models import resolve_dtype
 
         kwargs["dtype"] = resolve_dtype(kwargs["dtype"], kwargs.get("device"))
+    one_at_a_time = kwargs.pop("one_at_a_time", False)  # ensembles of members: see EnsembleScorer
     path = Path(spec)
     kind = read_meta(spec).get("type") if (path / META_FILE).exists() else None
     if kind == "ensemble":
-        return EnsembleScorer(spec, **kwargs)
+        return EnsembleScorer(spec, one_at_a_time=one_at_a_time, **kwargs)
     if kind not in (None, "reward-model"):
         raise ModelError(f"{spec!r} is a {kind} directory, not a reward model or ensemble")
     return RewardModelScorer(spec, **kwargs)

@@ -268,3 +268,32 @@ def test_ppo_pm_neither_builds_nor_runs_a_reference(tmp_path, monkeypatch):
             assert copies == [] and log["kl"] is None and "seconds_ref_forward" not in log
         else:
             assert copies and isinstance(log["kl"], float) and "seconds_ref_forward" in log
+
+
+# ---------------------------------------------------------------- 8. ten 7B members need one model's memory
+
+def test_strength_with_member_models_loads_one_member_at_a_time(tmp_path, monkeypatch):
+    import weakref
+
+    from rlhfkit import scoring
+
+    rows = [dict(r, id=f"p{i}") for i, r in enumerate(synth.pairs(6, 0.0, seed=0))]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    for seed in (0, 1, 2):
+        assert cli("train-rm", data, "--model", "tiny-gpt", "--out", tmp_path / f"rm{seed}", "--max-steps", 1,
+                   "--seed", seed, "--save-steps", 0).exit_code == 0
+    members = [a for s in (0, 1, 2) for a in ("--members", tmp_path / f"rm{s}")]
+    assert cli("ensemble", *members, "--out", tmp_path / "m").exit_code == 0
+    alive, most = weakref.WeakSet(), []
+    real_init = scoring.RewardModelScorer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        alive.add(self)
+        most.append(len(alive))
+
+    monkeypatch.setattr(scoring.RewardModelScorer, "__init__", counting_init)
+    out = read_jsonl(cli("strength", data, "--ensemble", tmp_path / "m").stdout)
+    assert len(most) == 3 and max(most) == 1
+    one = read_jsonl(cli("score", data, "--reward", tmp_path / "rm2").stdout)
+    assert out[0]["strength_margins"][2] == pytest.approx(one[0]["reward_chosen"] - one[0]["reward_rejected"], abs=1e-5)

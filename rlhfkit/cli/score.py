@@ -37,7 +37,7 @@ def score(
     check_file_output(rejects, "--rejects")
     check_distinct_outputs(out=out, rejects=rejects)
     examples, stats = read_records(data, ("generation", "pair", "ranking"), on_error, rejects, field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype, one_at_a_time=True)
     records = score_examples(scorer, examples, batch_size)
     write_records(out, records)
     summary(stage="score", reward=reward, dtype=dtype, heads=scorer.heads, records=len(records), skipped=stats.skipped)

@@ -84,7 +84,7 @@ def strength(
     if ensemble is not None:
         from ..scoring import load_scorer
 
-        scorer = load_scorer(ensemble, max_length=max_length, dtype=dtype)
+        scorer = load_scorer(ensemble, max_length=max_length, dtype=dtype, one_at_a_time=True)
         with task_progress("strength", 2 * len(examples)) as advance:
             margins = pair_margins(scorer, examples, batch_size * 2, advance)
         info.update(construction="ensemble", ensemble=ensemble, members=scorer.heads)
