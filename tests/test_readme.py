@@ -4,12 +4,13 @@ The commands are read from README.md's code blocks, in order, and run in one scr
 that the outputs of earlier ones (rm/, ens/, policy/, judged.jsonl) feed later ones. What this
 test changes, and only this:
 
-- model names: `minilm` -> `tiny-bert`, `smollm2-135m` and `gpt2` -> `tiny-gpt` (the real models are
+- model names: `minilm` -> `tiny-bert`, `smollm2-135m`, `gpt2` and `meta-llama/*` -> `tiny-gpt` (the real models are
   tested elsewhere; here every command must run in seconds), and `--model tiny-bert` is added where
   a command relies on the minilm default;
 - flags that only make runs short (`--max-steps 2`, `--steps 1`, `--max-new-tokens 4`, ...), added
   after the README's own flags;
-- what needs the network or a GPU: hub datasets become local files of the same shape, the OpenAI
+- what needs the network or a GPU: hub datasets become local files (or a folder laid out like the hub
+  repository, for `data_dir=`) of the same shape, the OpenAI
   and localhost judge endpoints become the scripted local server, and the 8-GPU `accelerate launch`
   runs with `recipes/accelerate/cpu-2proc.yaml` (two CPU processes) instead of `ddp.yaml`.
 
@@ -73,6 +74,8 @@ def adapt(command: str, server_url: str) -> str:
     command = command.replace("http://localhost:8000/v1", server_url)
     command = command.replace("hf:stanfordnlp/imdb:train", "hf:imdb.parquet:train")
     command = command.replace("hf:Anthropic/hh-rlhf:test", "hf:hh.jsonl:test")
+    command = command.replace("hf:Anthropic/hh-rlhf:data_dir=", "hf:hh-repo:data_dir=")  # a local repo laid out like HH's
+    command = re.sub(r"\bmeta-llama/[A-Za-z0-9._-]+", "tiny-gpt", command)
     command = re.sub(r"\bminilm\b", "tiny-bert", command)
     command = re.sub(r"\b(smollm2-135m|gpt2)\b", "tiny-gpt", command)
     segments = []
@@ -110,7 +113,12 @@ def fixtures(d: Path) -> None:
 
     datasets.Dataset.from_list([{"text": "this film was a quiet delight from start to end"}] * 6).to_parquet(
         str(d / "imdb.parquet"))
-    write_jsonl(d / "hh.jsonl", [{"chosen": "\n\nHuman: hi\n\nAssistant: hello", "rejected": "\n\nHuman: hi\n\nAssistant: no"}])
+    hh = [{"chosen": f"\n\nHuman: hi {i}\n\nAssistant: hello", "rejected": f"\n\nHuman: hi {i}\n\nAssistant: no"}
+          for i in range(8)]
+    write_jsonl(d / "hh.jsonl", hh[:1])
+    (d / "hh-repo" / "harmless-base").mkdir(parents=True)
+    for split in ("train", "test"):
+        write_jsonl(d / "hh-repo" / "harmless-base" / f"{split}.jsonl", hh)
 
 
 @pytest.mark.slow
