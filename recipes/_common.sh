@@ -31,17 +31,31 @@ ckpt_steps() {
     *) echo 0 ;;
   esac
 }
-# `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N), else 1.
+# `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N, or =N), else 1.
 procs() {
-  local words=(${LAUNCH:-}) i
-  for ((i = 0; i + 1 < ${#words[@]}; i++)); do
-    case ${words[i]} in --num_processes | --nproc_per_node | --nproc-per-node) echo "${words[i + 1]}"; return ;; esac
+  local words=(${LAUNCH:-}) i w
+  for ((i = 0; i < ${#words[@]}; i++)); do
+    w=${words[i]}
+    case $w in
+      --num_processes=* | --nproc_per_node=* | --nproc-per-node=*) echo "${w#*=}"; return ;;
+      --num_processes | --nproc_per_node | --nproc-per-node) echo "${words[i + 1]:-1}"; return ;;
+    esac
   done
   echo 1
 }
-# `at_least N`: N, or the process count when that is larger (a global batch needs a share per process).
+# `at_least N`: N rounded up to a multiple of the process count (a global batch needs an equal share
+# per process).
 at_least() {
   local p
   p=$(procs)
-  echo $(($1 > p ? $1 : p))
+  echo $(((($1 + p - 1) / p) * p))
+}
+# `ppo_batches B M`: --batch-size and --mini-batch-size for ppo, each a multiple of the process count
+# and the batch a multiple of the mini-batch.
+ppo_batches() {
+  local mini batch
+  mini=$(at_least "$2")
+  batch=$(at_least "$1")
+  batch=$((((batch + mini - 1) / mini) * mini))
+  echo "--batch-size $batch --mini-batch-size $mini"
 }

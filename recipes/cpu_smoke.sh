@@ -7,7 +7,7 @@ source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-smoke-out}
 ENC=${ENC:-tiny-bert}
 DEC=${DEC:-tiny-gpt}
-TINY_PPO="--steps 2 --batch-size $(at_least 4) --mini-batch-size $(at_least 2) --max-new-tokens 6 --save-steps 0"
+TINY_PPO="--steps 2 $(ppo_batches 4 2) --max-new-tokens 6 --save-steps 0"
 
 run mkdir -p "$OUT"
 note "policy: $DEC (tiny and random: this checks plumbing, there is no SFT)"

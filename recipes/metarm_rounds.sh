@@ -19,8 +19,8 @@ PROMPTS=${PROMPTS:-$PAIRS}
 POLICY=${POLICY:-smollm2-135m}
 RM_BASE=${RM_BASE:-minilm}
 PPO_STEPS=${PPO_STEPS:-20}
-PPO_FLAGS=${PPO_FLAGS:---batch-size $(at_least 8) --mini-batch-size $(at_least 4) --max-new-tokens 32 --lr 1e-6 --temperature 0.8 --top-p 0.9 --save-steps 0}
-RM_FLAGS=${RM_FLAGS:---lr 1e-5 --batch-size 8 --save-steps 0}
+PPO_FLAGS=${PPO_FLAGS:-$(ppo_batches 8 4) --max-new-tokens 32 --lr 1e-6 --temperature 0.8 --top-p 0.9 --save-steps 0}
+RM_FLAGS=${RM_FLAGS:---lr 1e-5 --batch-size $(at_least 8) --save-steps 0}  # MetaRM: --grad-accum 1
 META_K=${META_K:-4}
 
 run mkdir -p "$OUT"

@@ -39,7 +39,10 @@ case $TRAIN_MODE in
   *) echo "TRAIN_MODE must be lora or full" >&2; exit 2 ;;
 esac
 RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
-PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 --batch-size 32 --mini-batch-size 8 --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --steps 400 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 $(ppo_batches 32 8) --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
+PPO_STEPS=${PPO_STEPS:-400}
+# MetaRM trains on one batch per step (no --grad-accum): the same 32 pairs per update in one batch
+META_RM_FLAGS=${META_RM_FLAGS:---lr 5e-6 --batch-size 32 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
 
 run mkdir -p "$OUT"
 if [ -n "$SFT_FROM" ]; then
@@ -69,12 +72,12 @@ for variant in raw flip margin flip-margin soft-margin simcse swav; do
   esac
   launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra --eval "$TEST" --out "$OUT/rm-$variant"
   run_to "$OUT/accuracy-$variant.json" rlhfkit metrics accuracy "$TEST" --reward "$OUT/rm-$variant"
-  launch ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" $PPO_FLAGS --out "$OUT/policy-$variant"
+  launch ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" --steps "$PPO_STEPS" $PPO_FLAGS --out "$OUT/policy-$variant"
   run rlhfkit generate "$OUT/judge-prompts.jsonl" --policy "$OUT/policy-$variant" --max-new-tokens 256 \
     --temperature 0.8 --top-p 0.9 --out "$OUT/gens-$variant.jsonl"
 done
 run env OUT="$OUT/metarm" PAIRS="$OUT/flip.jsonl" PROMPTS="$OUT/judge-prompts.jsonl" POLICY="$POLICY" RM_BASE="$MODEL" ROUNDS=3 \
-  RM_FLAGS="$RM_FLAGS" PPO_FLAGS="$PPO_FLAGS" bash "$(dirname "$0")/metarm_rounds.sh"
+  RM_FLAGS="$META_RM_FLAGS" PPO_FLAGS="$PPO_FLAGS" PPO_STEPS="$PPO_STEPS" bash "$(dirname "$0")/metarm_rounds.sh"
 for variant in flip margin flip-margin soft-margin simcse swav; do
   run rlhfkit judge "$OUT/gens-$variant.jsonl" "$OUT/gens-raw.jsonl" --judge-model "$JUDGE" --concurrency 16 \
     --out "$OUT/judged-$variant.jsonl"

@@ -67,7 +67,7 @@ def _iter_file_lines(spec: str) -> Iterator[tuple[int, bytes]]:
 LOCAL_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv", ".arrow": "arrow"}
 
 
-SLICE = re.compile(r"^\[\s*(?P<start>-?\d+%?)?\s*:\s*(?P<stop>-?\d+%?)?\s*\]$")
+SLICE = re.compile(r"^\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\]$")
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None, dict, str, str | None]:
@@ -89,12 +89,17 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None, dict, str, str | None]:
     for item in items:
         key, sep, value = item.partition("=")
         if sep and key.strip() and value.strip():
-            options[key.strip()] = value.strip()
+            options[key.strip()] = _option_value(value.strip())
         elif not sep and item and config is None:
             config = item
         else:
             raise bad
     return name, config, options, split, part
+
+
+def _option_value(text: str) -> Any:
+    """A ``key=value`` option as ``load_dataset`` expects it: true/false as booleans, else the text."""
+    return text.lower() == "true" if text.lower() in ("true", "false") else text
 
 
 def _slice_rows(n: int, spec: str) -> range:
@@ -118,7 +123,12 @@ def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
     import datasets  # slow import, only when asked for
 
     try:
-        if os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json")):
+        saved = os.path.isdir(name) and any(os.path.exists(os.path.join(name, f)) for f in ("dataset_dict.json", "state.json"))
+        local_file = os.path.isfile(name) and os.path.splitext(name.removesuffix(".gz"))[1] in LOCAL_FORMATS
+        if (saved or local_file) and (config or options):
+            raise UsageError(f"bad dataset spec {spec!r}: a saved dataset or a local file takes no CONFIG or "
+                             "key=value options (they are for hub ids and dataset folders)")
+        if saved:
             ds = datasets.load_from_disk(name)
             if isinstance(ds, datasets.DatasetDict):
                 if split not in ds:
@@ -126,12 +136,12 @@ def _iter_hf(spec: str) -> Iterator[tuple[int, Any]]:
                 ds = ds[split]
             if part:  # load_from_disk has no split syntax: select the rows here
                 ds = ds.select(_slice_rows(len(ds), part))
-        elif os.path.isfile(name) and os.path.splitext(name.removesuffix(".gz"))[1] in LOCAL_FORMATS:
+        elif local_file:
             builder = LOCAL_FORMATS[os.path.splitext(name.removesuffix(".gz"))[1]]
             ds = datasets.load_dataset(builder, data_files={split: name}, split=split + (part or ""))
         else:
             ds = datasets.load_dataset(name, config, split=split + (part or ""), **options)
-    except InputError:
+    except (InputError, UsageError):
         raise
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds
         raise InputError(spec, None, f"cannot load dataset: {type(e).__name__}: {e}") from None
@@ -295,12 +305,13 @@ class RecordReader:
 
     def __init__(self, spec: str, kinds: tuple[str, ...] | None = None, on_error: str = "stop",
                  on_reject: Callable[[bytes], Any] | None = None, name: str | None = None,
-                 fields: FieldMap | None = None):
+                 fields: FieldMap | None = None, notes: bool = True):
         if on_error not in ("stop", "skip"):
             raise UsageError(f"--on-error must be 'stop' or 'skip', got {on_error!r}")
         self.spec, self.kinds, self.on_error = spec, kinds, on_error
         self.on_reject = on_reject
         self.fields = fields
+        self.notes = notes  # the end-of-file notes on stderr (a second pass over the same file: off)
         self.name = name or source_name(spec)
         self.stats = ReadStats()
 
@@ -331,7 +342,7 @@ class RecordReader:
             yield ex
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")
-        if not is_main_process():
+        if not (self.notes and is_main_process()):
             return
         if self.fields is not None:
             for line in self.fields.one_sided_tests():

@@ -6,7 +6,7 @@ responses split out, label and margin read) that the stages work on. Writing a r
 
 One orientation rule for pairs: ``label`` is P(chosen is better), so a pair with label p < 0.5
 states that the rejected response is better, and is read as its swap: chosen ↔ rejected (with every
-field of a side: gold_chosen ↔ gold_rejected, …, strength negated) and label 1 − p. Every stage
+field of a side: gold_chosen ↔ gold_rejected, …, strength and margin negated) and label 1 − p. Every stage
 then sees the preferred response first, and writes the pair that way (``reoriented`` counts them).
 """
 
@@ -70,28 +70,47 @@ SIDES = ("chosen", "rejected")
 SIGNED_BY_ORDER = ("strength_mean",)  # numbers stated in the pair's order: negated when it is swapped
 
 
+def _other_side(key: str) -> str | None:
+    """The name of the same field for the other response (gold_chosen -> gold_rejected), or None."""
+    for a, b in (SIDES, SIDES[::-1]):
+        if key == a:
+            return b
+        if key.endswith("_" + a):
+            return key[: -len(a)] + b
+        if key.startswith(a + "_"):
+            return b + key[len(a):]
+    return None
+
+
 def swapped_sides(record: dict) -> dict:
     """The same record with its two responses exchanged: chosen ↔ rejected, every field that belongs
-    to a side (``X_chosen`` ↔ ``X_rejected``, ``chosen_X`` ↔ ``rejected_X``) with them, and the
-    strength (stated in the pair's order) negated. ``label`` is left to the caller."""
-    out = dict(record)
-    for key in record:
-        for a, b in (SIDES, SIDES[::-1]):
-            if key == a:
-                other = b
-            elif key.endswith("_" + a):
-                other = key[: -len(a)] + b
-            elif key.startswith(a + "_"):
-                other = b + key[len(a):]
-            else:
-                continue
-            if other in record:
-                out[key] = record[other]
+    to a side (``X_chosen`` ↔ ``X_rejected``, ``chosen_X`` ↔ ``rejected_X``; a field whose partner is
+    absent moves to the partner's name) with them, and the strength (stated in the pair's order)
+    negated. ``label`` and ``margin`` are left to the caller."""
+    out = {}
+    for key, value in record.items():
+        other = _other_side(key)
+        if other is None:
+            out[key] = value
+        elif other in record:
+            out[key] = record[other]
+        else:
+            out[other] = value
     for key in SIGNED_BY_ORDER:
         if isinstance(record.get(key), (int, float)) and not isinstance(record[key], bool):
             out[key] = -record[key]
     if isinstance(record.get("strength_margins"), list):
         out["strength_margins"] = [-d if isinstance(d, (int, float)) else d for d in record["strength_margins"]]
+    return out
+
+
+def reoriented(record: dict, label: float) -> dict:
+    """A pair given with label p < 0.5, stated the other way round: sides swapped, label 1 − p and the
+    margin negated, so that every loss of the pair (−[p·log σ(Δ − m) + (1 − p)·log σ(m − Δ)]) is unchanged."""
+    out = {**swapped_sides(record), "label": 1.0 - label}
+    margin = record.get("margin")
+    if isinstance(margin, (int, float)) and not isinstance(margin, bool):
+        out["margin"] = -margin
     return out
 
 
@@ -207,7 +226,7 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
     if kind == PAIR:
         given = _number(obj, "label", 0.0, 1.0)
         if given is not None and given < 0.5:  # the rejected response is the better one: read the swap
-            obj = ex.raw = {**swapped_sides(obj), "label": 1.0 - given}
+            obj = ex.raw = reoriented(obj, given)
             ex.reoriented = True
         chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
         if type(chosen) is not type(rejected):

@@ -147,3 +147,13 @@ def test_sft_from_makes_the_policy_ppo_starts_from(tmp_path):
     assert len(sft) == 1 and _flag(sft[0], "--model_name_or_path") == "facebook/opt-1.3b"
     made = _flag(sft[0], "--output_dir")
     assert all(_flag(w, "--policy") == made for w in commands if "ppo" in w and "rlhfkit" in w)
+
+
+def test_secrets_recipe_hands_metarm_flags_it_accepts(tmp_path):
+    """MetaRM takes one batch per step: the flags secrets_rm.sh passes to metarm_rounds.sh must not
+    carry --grad-accum (train-rm --meta-data refuses it), nor a --steps that overrides PPO_STEPS."""
+    lines = _launched_plan("secrets_rm.sh", tmp_path, LAUNCHERS["ddp"])
+    metarm = next(line for line in lines if "metarm_rounds.sh" in line)
+    rm_flags = metarm.split("RM_FLAGS=", 1)[1].split(" PPO_FLAGS=")[0]
+    ppo_flags = metarm.split("PPO_FLAGS=", 1)[1].split(" PPO_STEPS=")[0]
+    assert "--grad-accum" not in rm_flags and "--steps" not in ppo_flags.split()

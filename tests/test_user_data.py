@@ -105,6 +105,7 @@ def test_clean_reads_strength_against_the_label_the_pair_states(tmp_path):
          "strength_margins": [-2.5, -3.5]}])
     r = cli("clean", data, "--flip-below", 0)
     assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("read as their swap") == 1  # clean reads the file twice, says it once
     out = by_id(r.stdout)
     assert out["against"]["clean_action"] == "flip" and out["against"]["chosen"] == "x"
     assert out["against"]["label"] == 1.0 and out["against"]["strength_margins"] == [2.5, 3.5]
@@ -297,3 +298,20 @@ def test_strength_with_member_models_loads_one_member_at_a_time(tmp_path, monkey
     assert len(most) == 3 and max(most) == 1
     one = read_jsonl(cli("score", data, "--reward", tmp_path / "rm2").stdout)
     assert out[0]["strength_margins"][2] == pytest.approx(one[0]["reward_chosen"] - one[0]["reward_rejected"], abs=1e-5)
+
+
+def test_reading_the_swap_leaves_every_pair_loss_unchanged():
+    """label p and margin m on (a, b) must train exactly as label 1 - p, margin -m on (b, a):
+    -[p log s(D - m) + (1 - p) log s(m - D)] with D = r(a) - r(b), for any rewards."""
+    import torch
+
+    from rlhfkit.records import parse_record
+    from rlhfkit.rewards.losses import pair_loss
+
+    given = {"prompt": "q", "chosen": "a", "rejected": "b", "label": 0.2, "margin": 1.0}
+    ex = parse_record(given)
+    assert (ex.chosen, ex.rejected, ex.label, ex.margin) == ("b", "a", pytest.approx(0.8), -1.0)
+    delta = torch.linspace(-4, 4, 17)  # r(a) - r(b)
+    as_given = pair_loss(delta, torch.tensor(1.0), torch.tensor(0.2))
+    as_read = pair_loss(-delta, torch.tensor(ex.margin), torch.tensor(ex.label))
+    assert torch.allclose(as_given, as_read, atol=1e-6)

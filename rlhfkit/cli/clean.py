@@ -112,7 +112,8 @@ def clean(
             p_list = None
         actions = decide(means, rules, p_list, unanimous)
         with atomic_output(out) as fo, atomic_output(rejects, "wb") if rejects else _nowhere() as fr:
-            second = RecordReader(path, ("pair",), on_error, on_reject=fr.write, name=name, fields=field_map(fields))
+            second = RecordReader(path, ("pair",), on_error, on_reject=fr.write, name=name, fields=field_map(fields),
+                                  notes=False)
             k = 0
             for ex in second:
                 if strength_of(ex) is None:

@@ -261,7 +261,8 @@ class PPOTrainer:
             float(torch.exp(-(logp * maskf).sum(-1) / lengths.clamp(min=1)).sum()), float(lengths.sum()))
         stats = {
             "reward_mean": all_scores.mean().item(), "reward_std": all_scores.std().item() if n_rows > 1 else 0.0,
-            "kl": kl_sum / n_rows if ref_logp is not None else None,  # not measured without a reference (PM) "entropy": ent_sum / max(n_tok, 1.0), "perplexity": ppl_sum / n_rows,
+            "kl": kl_sum / n_rows if ref_logp is not None else None,  # not measured without a reference (PM)
+            "entropy": ent_sum / max(n_tok, 1.0), "perplexity": ppl_sum / n_rows,
             "response_length": len_sum / n_rows, "beta": self.beta,
         }
         if sigma is not None:
