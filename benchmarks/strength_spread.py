@@ -13,6 +13,10 @@ is the true score difference. For every cell (n, noise, seed) with a strength-ne
                     |gold difference|
 
     python benchmarks/strength_spread.py [--out bench-out/noise_synth_spread] [--save results/strength_spread_cpu.json]
+
+With --time FILE it also runs `strength FILE` twice in this session, with the spread heads
+(the default) and without (`--heads 0`: the fold models' own margins), and reports the time ratio;
+the fold models are trained identically in both (same seeds), so the difference is the heads' cost.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from _run import read_jsonl
+from _run import read_jsonl, rlhfkit
 
 from rlhfkit.strength import auroc
 
@@ -31,6 +35,10 @@ from rlhfkit.strength import auroc
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     ranks = [x.argsort().argsort().double() for x in (a, b)]
     return float(torch.corrcoef(torch.stack(ranks))[0, 1])
+
+
+def rounded(x: float, digits: int = 4) -> float | None:
+    return None if x != x else round(x, digits)  # NaN (e.g. no wrong label to find) as null
 
 
 def spread_report(rows: list[dict]) -> dict:
@@ -47,10 +55,10 @@ def spread_report(rows: list[dict]) -> dict:
         "pairs": len(rows),
         "members": statistics.median(len(r["strength_margins"]) for r in rows),
         "std_median": round(float(std.median()), 4),
-        "auroc_mean": round(auroc(mean.tolist(), right), 4),
-        "auroc_z": round(auroc(z.tolist(), right), 4),
-        "auroc_abs_mean": round(auroc(mean.abs().tolist(), members_right), 4),
-        "auroc_abs_z": round(auroc(z.abs().tolist(), members_right), 4),
+        "auroc_mean": rounded(auroc(mean.tolist(), right)),
+        "auroc_z": rounded(auroc(z.tolist(), right)),
+        "auroc_abs_mean": rounded(auroc(mean.abs().tolist(), members_right)),
+        "auroc_abs_z": rounded(auroc(z.abs().tolist(), members_right)),
         "gold_gap_top_std": round(float(gap[order[-quarter:]].mean()), 3),
         "gold_gap_bottom_std": round(float(gap[order[:quarter]].mean()), 3),
         "spearman_std_gold_gap": round(spearman(std, gap), 3),
@@ -62,18 +70,38 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-out/noise_synth_spread")
     ap.add_argument("--save")
+    ap.add_argument("--time", metavar="FILE", help="also time strength on FILE with and without the spread heads")
     a = ap.parse_args()
+    timing = None
+    if a.time:
+        import time
+
+        seconds = {}
+        for name, flags in (("heads-0", ["--heads", "0"]), ("default", [])):
+            t0 = time.perf_counter()
+            _, s = rlhfkit("strength", a.time, *flags, "--out", f"{a.time}.strength-{name}.jsonl")
+            seconds[name] = {"wall": round(time.perf_counter() - t0, 1), "reported": s.get("seconds"),
+                             "spread": s.get("seconds_spread")}
+        timing = {"file": a.time, "seconds": seconds,
+                  "ratio_wall": round(seconds["default"]["wall"] / seconds["heads-0"]["wall"], 3)}
+        print(json.dumps({"timing": timing}), flush=True)
     cells = {}
     for path in sorted(Path(a.out).glob("n*-noise*-seed*/strength-new.jsonl")):
         cells[path.parent.name] = spread_report(read_jsonl(path))
         print(path.parent.name, json.dumps(cells[path.parent.name]), flush=True)
-    keys = [k for k in next(iter(cells.values())) if k not in ("pairs", "members")] if cells else []
-    summary = {k: (round(statistics.fmean(c[k] for c in cells.values()), 4),
-                   round(statistics.stdev(c[k] for c in cells.values()), 4) if len(cells) > 1 else 0.0) for k in keys}
-    print(json.dumps({"mean_sd_over_cells": summary}))
+    summary = {}  # per n and noise level: mean and sd over seeds
+    for level in sorted({name.rsplit("-seed", 1)[0] for name in cells}):
+        group = [c for name, c in cells.items() if name.rsplit("-seed", 1)[0] == level]
+        keys = [k for k in group[0] if k not in ("pairs", "members")]
+        values = {k: [c[k] for c in group if c[k] is not None] for k in keys}
+        summary[level] = {k: (round(statistics.fmean(v), 4), round(statistics.stdev(v), 4) if len(v) > 1 else 0.0)
+                          for k, v in values.items() if v}
+        summary[level]["seeds"] = len(group)
+    print(json.dumps({"mean_sd_over_seeds": summary}))
     if a.save:
-        Path(a.save).write_text(json.dumps({"command": f"python benchmarks/strength_spread.py --out {a.out}",
-                                            "cells": cells, "mean_sd_over_cells": summary}, indent=1))
+        Path(a.save).write_text(json.dumps({"command": f"python benchmarks/strength_spread.py --out {a.out}"
+                                            + (f" --time {a.time}" if a.time else ""),
+                                            "cells": cells, "mean_sd_over_seeds": summary, "timing": timing}, indent=1))
 
 
 if __name__ == "__main__":
