@@ -52,7 +52,7 @@ class CrossFit:
     seed: int = 0
     heads: int = 10  # spread heads per fold (0: the fold model's own margin, std 0)
     head_epochs: int = 3
-    head_lr: float = 3e-4  # on synth (2 seeds) as sharp as the fold model's own margin; 1e-3 lost ~0.005 AUROC
+    head_lr: float = 3e-4  # keeps the fold model's ranking on synth (docs/results.md §1); 1e-3 let heads drift
 
     @property
     def members(self) -> int:
