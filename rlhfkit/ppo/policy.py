@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Any, Sequence
 
 import torch
@@ -44,13 +45,23 @@ def encode_prompts(tokenizer, prompts: Sequence[Any], max_length: int, device,
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-def response_mask(response_ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
-    """1 up to and including the first EOS of each response, 0 after it."""
-    if eos_id is None:
+def response_mask(response_ids: torch.Tensor, eos_ids: int | Sequence[int] | None) -> torch.Tensor:
+    """1 up to and including the first end-of-sequence token (any of ``eos_ids``) of each response, 0 after it."""
+    if eos_ids is None:
         return torch.ones_like(response_ids)
-    is_eos = response_ids == eos_id
+    eos = torch.as_tensor([eos_ids] if isinstance(eos_ids, int) else list(eos_ids), device=response_ids.device)
+    is_eos = torch.isin(response_ids, eos)
     after = (is_eos.cumsum(-1) - is_eos.long()) > 0  # strictly after the first EOS
     return (~after).long()
+
+
+def eos_ids(policy: nn.Module, tokenizer) -> list[int]:
+    """Every token that ends a response: the tokenizer's EOS and whatever the model's generation_config
+    declares (Llama-3: end-of-turn and end-of-text), without duplicates."""
+    declared = getattr(getattr(policy, "generation_config", None), "eos_token_id", None)
+    declared = [] if declared is None else ([declared] if isinstance(declared, int) else list(declared))
+    ids = ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []) + declared
+    return list(dict.fromkeys(ids))
 
 
 class RowSampler:
@@ -78,6 +89,24 @@ class RowSampler:
         return logits + gumbel.to(logits.device, logits.dtype)
 
 
+@contextmanager
+def own_generation_config(policy: nn.Module, config):
+    """Generate with ``config`` alone: transformers fills what a passed config leaves at its default
+    from the model's own generation_config (a repetition_penalty of 1.0 reads as "unset"), so the
+    model's (and a LoRA wrapper's base model's) config is swapped out for the call."""
+    from transformers import GenerationConfig
+
+    holders = [m for m in policy.modules() if isinstance(getattr(m, "generation_config", None), GenerationConfig)]
+    saved = [m.generation_config for m in holders]
+    for m in holders:
+        m.generation_config = config
+    try:
+        yield
+    finally:
+        for m, c in zip(holders, saved):
+            m.generation_config = c
+
+
 @torch.no_grad()
 def generate(policy: nn.Module, tokenizer, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int,
              temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
@@ -86,18 +115,20 @@ def generate(policy: nn.Module, tokenizer, prompt_ids: torch.Tensor, prompt_mask
 
     This is the rollout engine's one entry point: an inference server (vLLM, SGLang) would replace
     this function. With ``row_seeds``, every row samples from its own stream (``RowSampler``)."""
-    from transformers import LogitsProcessorList
+    from transformers import GenerationConfig, LogitsProcessorList
 
-    eos = tokenizer.eos_token_id
-    common = dict(input_ids=prompt_ids, attention_mask=prompt_mask, max_new_tokens=max_new_tokens,
-                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True)
-    if greedy:
-        out = policy.generate(**common, do_sample=False, temperature=None, top_p=None, top_k=None)
-    elif row_seeds is not None:
-        out = policy.generate(**common, do_sample=False, temperature=None, top_p=None, top_k=None,
-                              logits_processor=LogitsProcessorList([RowSampler(row_seeds, temperature, top_p)]))
-    else:
-        out = policy.generate(**common, do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+    eos = eos_ids(policy, tokenizer)
+    # a fresh config, not the model's: its repetition_penalty, suppress_tokens, min_length, ... would
+    # reshape the distribution the log-probs (softmax of logits / T) say the tokens were drawn from
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if not (greedy or row_seeds is not None) \
+        else dict(do_sample=False)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                              eos_token_id=eos or None, use_cache=True, **sampling)
+    processors = LogitsProcessorList([RowSampler(row_seeds, temperature, top_p)]) if row_seeds is not None and not greedy \
+        else None
+    with own_generation_config(policy, config):
+        out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
+                              logits_processor=processors)
     response = out[:, prompt_ids.shape[1]:]
     mask = response_mask(response, eos)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
