@@ -44,3 +44,76 @@ def test_every_eos_the_model_declares_ends_the_response():
     assert response[0, 0].item() == first and resp_mask[0].tolist() == [1, 0, 0, 0]
     m = response_mask(torch.tensor([[5, 7, 9, 7], [3, 4, 6, 8]]), [9, 4])
     assert m.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0]]
+
+
+def test_a_lora_policy_saved_merged_scores_like_its_adapters(tmp_path):
+    """Under --lora the base is held in the compute dtype (bf16 here); merging the fp32 adapters into
+    bf16 weights rounds small updates away, so the saved policy differed from the trained one. The
+    saved policy, read in fp32, must give the adapter model's log-probs (computed in fp32)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from conftest import cli, write_jsonl
+    from rlhfkit.ppo.policy import forward_response
+    from rlhfkit.ppo.trainer import PPOConfig, add_policy_lora
+
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"review {w}"} for w in "abcdefgh"])
+    from pathlib import Path
+
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:byte_mix"
+    base = tmp_path / "base"  # a model directory: its weights load in the asked dtype (tiny aliases stay fp32)
+    load_model("tiny-gpt", "causal-lm").save_pretrained(base)
+    load_tokenizer("tiny-gpt").save_pretrained(base)
+    out = tmp_path / "run"
+    r = cli("ppo", "--policy", base, "--reward", reward, "--prompts", prompts, "--lora", "--dtype", "bf16",
+            "--steps", 2, "--batch-size", 4, "--mini-batch-size", 2, "--max-new-tokens", 4, "--lr", 2e-3,
+            "--save-steps", 2, "--out", out)
+    assert r.exit_code == 0, r.stderr[-2000:]
+    cfg = PPOConfig(policy=str(base), reward=reward, out=str(out), lora=True)
+    adapters = add_policy_lora(load_model(str(base), "causal-lm", dtype=torch.bfloat16), cfg)
+    assert next(p for p in adapters.parameters() if not p.requires_grad).dtype == torch.bfloat16
+    trained = load_file(str(out / "checkpoints" / "step-2" / "trainable.safetensors"))
+    missing = adapters.load_state_dict({k.removeprefix("policy."): v for k, v in trained.items()
+                                        if k.startswith("policy.")}, strict=False)
+    assert not missing.unexpected_keys
+    adapters = adapters.float().eval()  # the trained model, computed in fp32
+    saved = load_model(str(out), "causal-lm", dtype=torch.float32).eval()
+    tok = load_tokenizer(str(out))
+    ids, mask = encode_prompts(tok, ["review a", "review b"], 32, "cpu")
+    response, resp_mask = generate(saved, tok, ids, mask, 5, row_seeds=[3, 4])
+    with torch.no_grad():
+        want = forward_response(adapters, ids, mask, response, resp_mask)[0]
+        got = forward_response(saved, ids, mask, response, resp_mask)[0]
+    assert (got - want).abs().max().item() < 1e-3
+    # and the weights themselves: base + B·A·(alpha/r) in fp32, not rounded to bf16 (an update smaller than
+    # half a bf16 step of its weight vanished entirely)
+    expected = {k: v for k, v in adapters.merge_and_unload().state_dict().items()}
+    weights = saved.state_dict()
+    worst = max((weights[k].float() - v.float()).abs().max().item() for k, v in expected.items() if k in weights)
+    assert worst < 1e-6
+    assert json.loads((out / "rlhfkit.json").read_text())["type"] == "policy"
+
+
+def test_resume_refuses_a_checkpoint_whose_weights_do_not_match(tmp_path):
+    """The actor's checkpoint was loaded with strict=False (frozen weights are not saved), so a renamed
+    or missing trainable weight was skipped silently and the run resumed from initial weights."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    from conftest import cli
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\nworld\n")
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:byte_mix"
+    args = ["ppo", "--policy", "tiny-gpt", "--reward", reward, "--prompts", prompts, "--out", tmp_path / "o",
+            "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 3, "--save-steps", 1]
+    assert cli(*args, "--steps", 1).exit_code == 0
+    path = tmp_path / "o" / "checkpoints" / "step-1" / "trainable.safetensors"
+    weights = load_file(str(path))
+    name = next(iter(weights))
+    weights["renamed." + name] = weights.pop(name)
+    save_file(weights, str(path))
+    r = cli(*args, "--steps", 2, "--resume")
+    assert r.exit_code == 2 and "do not match this run's trainable ones" in r.stderr

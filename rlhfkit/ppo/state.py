@@ -48,8 +48,8 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     policy = trainer.policy
-    if trainer.cfg.lora:
-        policy = policy.merge_and_unload()
+    if trainer.cfg.lora:  # folded in fp32 (on the CPU): into a bf16 base, updates under half a bf16 step of
+        policy = policy.to("cpu", torch.float32).merge_and_unload()  # their weight would round away
     policy.save_pretrained(tmp, safe_serialization=True)
     trainer.tokenizer.save_pretrained(tmp)
     write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": trainer.cfg.policy,
@@ -93,8 +93,14 @@ def load_checkpoint(trainer, identity: dict) -> int:
     ckpt.check_identity(meta.get("identity"), identity, last)
     if not (last / "trainable.safetensors").exists():
         raise UsageError(f"{last}: written by an older rlhfkit (no trainable.safetensors); start a new run")
-    trainer.accelerator.unwrap_model(trainer.actor).load_state_dict(load_file(str(last / "trainable.safetensors")),
-                                                              strict=False)
+    actor = trainer.accelerator.unwrap_model(trainer.actor)
+    saved = load_file(str(last / "trainable.safetensors"))
+    wanted = set(trainable_state(actor))
+    if set(saved) != wanted:  # strict=False below only because frozen weights are not saved
+        odd = sorted(set(saved) ^ wanted)
+        raise UsageError(f"{last / 'trainable.safetensors'}: its weights do not match this run's trainable ones "
+                         f"({len(odd)} differ, e.g. {odd[0]}); start a new run or pass the flags it was made with")
+    actor.load_state_dict(saved, strict=False)
     if trainer.critic is not None:
         trainer.accelerator.unwrap_model(trainer.critic).load_state_dict(load_file(str(last / "critic.safetensors")))
     trainer.optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
