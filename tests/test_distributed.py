@@ -129,3 +129,21 @@ def test_lora_ppo_through_the_cli_resumes(tmp_path):
     full, cut = read_jsonl(tmp_path / "full" / "log.jsonl"), read_jsonl(tmp_path / "cut" / "log.jsonl")
     assert [e["step"] for e in cut] == [1, 2, 3]
     close(full, cut, ["reward_mean", "kl", "policy_loss"], tol=1e-5)
+
+
+def test_train_rm_with_a_batch_two_processes_split_unevenly_trains_the_one_process_model(tmp_path):
+    """Batches of 5 pairs split 3 + 2 (and a last batch of 3 split 2 + 1): DDP averages the two
+    processes' gradients with equal weight, so each process's mean must be weighted by its share;
+    otherwise the two pairs of the smaller share counted 1.5 times. The trained models must agree."""
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(23, 0.0, seed=0))
+    args = [data, "--model", "tiny-bert", "--batch-size", 5, "--lr", 1e-3, "--epochs", 2, "--logging-steps", 1,
+            "--save-steps", 0]
+    launch("one", ["train-rm", *args, "--out", tmp_path / "one"], tmp_path)
+    launch("torchrun", ["train-rm", *args, "--out", tmp_path / "two"], tmp_path)
+    close(read_jsonl(tmp_path / "one" / "log.jsonl"), read_jsonl(tmp_path / "two" / "log.jsonl"),
+          ["loss", "margin", "accuracy"], tol=1e-5)
+    margins = {}  # margins, not rewards: the head's bias has no gradient in a pairwise loss, and Adam
+    for name in ("one", "two"):  # turns its rounding noise into steps of the learning rate
+        p = launch("one", ["score", data, "--reward", tmp_path / name], tmp_path)
+        margins[name] = [r["reward_chosen"] - r["reward_rejected"] for r in read_jsonl(p.stdout)]
+    assert margins["one"] == pytest.approx(margins["two"], abs=1e-4)

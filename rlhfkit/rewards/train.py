@@ -344,14 +344,22 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                 micro += 1
                 if micro <= skip:
                     continue
-                idx = batch[accelerator.process_index :: accelerator.num_processes] or batch
+                share = batch[accelerator.process_index :: accelerator.num_processes]
+                # DDP averages the processes' gradients with equal weight, so each process's mean is
+                # weighted by its share of the batch: the update (and the logged means, averaged over
+                # processes) is the whole batch's mean however it splits. A process without a share
+                # (a last, short batch) joins the backward with weight 0.
+                weight = len(share) * accelerator.num_processes / len(batch)
+                idx = share or batch[:1]
                 g = torch.Generator().manual_seed(cfg.seed * 7919 + micro)
                 if isinstance(data, PairData):
-                    def fn(idx=idx):
-                        return pair_batch_loss(module, data, idx, cfg, pad_id, device)
+                    def fn(idx=idx, weight=weight):
+                        loss, delta, rewards = pair_batch_loss(module, data, idx, cfg, pad_id, device)
+                        return loss * weight, delta, rewards
                 else:
-                    def fn(idx=idx, g=g):
-                        return ranking_batch_loss(module, data, idx, cfg, pad_id, device, g)
+                    def fn(idx=idx, g=g, weight=weight):
+                        loss, delta, rewards = ranking_batch_loss(module, data, idx, cfg, pad_id, device, g)
+                        return loss * weight, delta, rewards
                 if meta is not None:
                     m_idx = torch.randint(len(meta), (cfg.meta_batch_size,), generator=g).tolist()
                     seqs = [s for i in m_idx for s in meta.responses[i]]
@@ -370,8 +378,8 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                         optimizer.zero_grad()
                     synced = accelerator.sync_gradients
                 window["loss"].append(loss.item())
-                window["accuracy"].append((delta > 0).float().mean().item())
-                window["margin"].append(delta.mean().item())
+                window["accuracy"].append((delta > 0).float().mean().item() * weight)
+                window["margin"].append(delta.mean().item() * weight)
                 if rewards is not None:
                     recent_rewards.extend(rewards.float().cpu().tolist())
                 if not synced:
