@@ -117,3 +117,24 @@ def test_resume_refuses_a_checkpoint_whose_weights_do_not_match(tmp_path):
     save_file(weights, str(path))
     r = cli(*args, "--steps", 2, "--resume")
     assert r.exit_code == 2 and "do not match this run's trainable ones" in r.stderr
+
+
+def test_rollout_forwards_by_rows_give_the_whole_batch_forward():
+    """The rollout's actor, critic and reference forwards run a mini-batch's rows at a time (memory at
+    the papers' sizes); the log-probs, values and entropy are the one-call ones."""
+    from rlhfkit.ppo.policy import ActorCritic, ValueHead
+    from rlhfkit.ppo.trainer import by_rows
+
+    tok, model = tiny_policy()
+    actor = ActorCritic(model, ValueHead(model.config.hidden_size))
+    torch.nn.init.normal_(actor.value_head.linear.weight, std=0.1)
+    ids, mask = encode_prompts(tok, ["a film", "the plot was long", "i", "so"], 32, "cpu", chat_template=False)
+    response, resp_mask = generate(model, tok, ids, mask, 5, row_seeds=[1, 2, 3, 4])
+    args = (ids, mask, response, resp_mask)
+    with torch.no_grad():
+        whole = actor(*args, 1.0, with_entropy=True)
+        for rows in (1, 3):
+            parts = by_rows(lambda *a: actor(*a, 1.0, with_entropy=True), args, rows)
+            for w, p in zip(whole, parts):
+                assert p.shape == w.shape and torch.allclose(p, w, atol=1e-5)
+        assert by_rows(lambda *a: actor(*a, 1.0)[1:], args, 2)[1] is None  # entropy not asked: None kept

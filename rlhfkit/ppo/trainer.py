@@ -233,15 +233,20 @@ class PPOTrainer:
         with _timer(t, "reward"):
             score, sigma = self.reward(prompts, texts)
         args = (prompt_ids, prompt_mask, response, mask)
+        # full-vocabulary logits for a process's whole share at once would not fit at the papers' sizes:
+        # the rollout's forwards run a mini-batch's share of rows at a time (the update's own size)
+        rows = max(1, cfg.mini_batch_size // self.world)
         with torch.no_grad(), self.autocast():
             with _timer(t, "policy_forward"):
-                logp, values, entropy = self.accelerator.unwrap_model(self.actor)(*args, cfg.temperature, with_entropy=True)
+                actor = self.accelerator.unwrap_model(self.actor)
+                logp, values, entropy = by_rows(lambda *a: actor(*a, cfg.temperature, with_entropy=True), args, rows)
                 if self.critic is not None:
-                    values = self.accelerator.unwrap_model(self.critic)(*args).float()
+                    critic = self.accelerator.unwrap_model(self.critic)
+                    values = by_rows(lambda *a: critic(*a).float(), args, rows)
             ref_logp = None
             if self.uses_reference:
                 with _timer(t, "ref_forward"):
-                    ref_logp = self.reference_logp(*args)
+                    ref_logp = by_rows(self.reference_logp, args, rows)
         score = score.to(self.device).float() * cfg.reward_scale
         sigma = sigma.to(self.device).float() if sigma is not None else None
         maskf = mask.float()
@@ -343,6 +348,16 @@ class PPOTrainer:
 
     def load_checkpoint(self, identity: dict) -> int:
         return state.load_checkpoint(self, identity)
+
+
+def by_rows(forward, args: Sequence[torch.Tensor], rows: int):
+    """``forward(*args)`` computed ``rows`` rows at a time and joined along the rows: the same tensors
+    (or tuples of them, None kept) as one call, in a fraction of the memory."""
+    n = len(args[0])
+    parts = [forward(*(a[s : s + rows] for a in args)) for s in range(0, n, rows)]
+    if isinstance(parts[0], tuple):
+        return tuple(None if p[0] is None else torch.cat(list(p)) for p in zip(*parts))
+    return torch.cat(parts)
 
 
 def add_policy_lora(policy, cfg: PPOConfig):
