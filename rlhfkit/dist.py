@@ -36,3 +36,20 @@ def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
         raise UsageError(f"checkpoints under {accelerator.distributed_type.value}: rlhfkit's tensors-only checkpoints "
                          "hold unsharded state, so --save-steps/--resume work with one process or DDP; "
                          "run sharded engines with --save-steps 0")
+
+
+def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_grad_norm: float | None) -> None:
+    """Make a DeepSpeed engine do what rlhfkit's flags say. accelerate fills the config's "auto"
+    batch values only from a dataloader, which rlhfkit does not hand it (so `prepare` refused to
+    start), and a config's own values silently win over --grad-accum and the trainer's gradient
+    clipping (which accelerate's clip_grad_norm_ only reports under DeepSpeed). ``micro_batch`` is
+    one process's examples per forward; ``max_grad_norm`` None means no clipping."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    config = accelerator.state.deepspeed_plugin.deepspeed_config
+    config["train_micro_batch_size_per_gpu"] = micro_batch
+    config["gradient_accumulation_steps"] = grad_accum
+    config["train_batch_size"] = micro_batch * grad_accum * accelerator.num_processes
+    config["gradient_clipping"] = max_grad_norm if max_grad_norm is not None else 0.0

@@ -138,3 +138,28 @@ def test_rollout_forwards_by_rows_give_the_whole_batch_forward():
             for w, p in zip(whole, parts):
                 assert p.shape == w.shape and torch.allclose(p, w, atol=1e-5)
         assert by_rows(lambda *a: actor(*a, 1.0)[1:], args, 2)[1] is None  # entropy not asked: None kept
+
+
+def test_deepspeed_config_gets_the_flags_values():
+    """accelerate fills DeepSpeed's "auto" batch values only from a dataloader (rlhfkit passes none, so
+    `prepare` refused to start), and the YAML's gradient_accumulation_steps and gradient_clipping won
+    over the flags. What the engine is given, read against accelerate's _prepare_deepspeed contract
+    (a stand-in accelerator: DeepSpeed itself runs only in benchmarks/gpu_check)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.dist import fill_deepspeed_config
+
+    yaml_config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
+                   "zero_optimization": {"stage": 3}}
+    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=8,
+                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=yaml_config)))
+    fill_deepspeed_config(accelerator, micro_batch=4, grad_accum=4, max_grad_norm=None)
+    assert yaml_config["train_micro_batch_size_per_gpu"] == 4 and yaml_config["gradient_accumulation_steps"] == 4
+    assert yaml_config["train_batch_size"] == 4 * 4 * 8 and yaml_config["gradient_clipping"] == 0.0
+    assert yaml_config["zero_optimization"] == {"stage": 3}
+    fill_deepspeed_config(accelerator, micro_batch=1, grad_accum=1, max_grad_norm=1.0)
+    assert yaml_config["gradient_clipping"] == 1.0
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
+    fill_deepspeed_config(ddp, 4, 4, None)  # nothing to fill, nothing touched

@@ -151,6 +151,14 @@ class PPOTrainer:
             disable_dropout(critic)
             groups.append({"params": list(critic.parameters()), "lr": cfg.critic_lr or cfg.lr})
         optimizer = torch.optim.AdamW(groups, eps=1e-5)
+        from accelerate.utils import DistributedType
+
+        from ..dist import fill_deepspeed_config
+
+        if critic is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise UsageError("--critic separate under DeepSpeed: one engine wraps one model, so the actor would train "
+                             "outside it; use --critic shared, or DDP/FSDP")
+        fill_deepspeed_config(self.accelerator, max(1, cfg.mini_batch_size // self.world), 1, cfg.max_grad_norm)
         if critic is not None:
             self.actor, self.critic, self.optimizer = self.accelerator.prepare(actor, critic, optimizer)
         else:

@@ -299,6 +299,10 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)  # one kernel per step
     scheduler = get_scheduler(cfg.scheduler, optimizer, num_warmup_steps=int(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    from ..dist import fill_deepspeed_config
+
+    # one process's share of a batch, accumulated --grad-accum times; train-rm does not clip gradients
+    fill_deepspeed_config(accelerator, max(1, cfg.batch_size // accelerator.num_processes), cfg.grad_accum, None)
     module, optimizer = accelerator.prepare(module, optimizer)
     device = accelerator.device
     pad_id = tok.pad_token_id
