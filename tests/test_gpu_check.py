@@ -1,0 +1,24 @@
+"""benchmarks/gpu_check.py, the command a GPU session runs first, cannot rot: its CPU dry run (tiny
+shapes) goes through every run, check and the TRL comparison and writes the report."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_check_dry_run_writes_a_passing_report(tmp_path):
+    out = tmp_path / "gpu_check.json"
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["failed"] == [] and set(report["runs"]) == {"1b-full", "1b-lora", "7b-lora"}
+    for run in report["runs"].values():
+        assert run["checks"] == {"fp32_masters": True, "ratio_one_at_old_policy": True}
+        assert run["best_step"]["step_seconds"] > 0 and "generate" in run["phase_share"]
+    assert report["runs"]["1b-lora"]["trainable_parameters"] < report["runs"]["1b-full"]["trainable_parameters"]
+    assert report["train_rm_vs_trl"]["speed_ratio"] > 0
