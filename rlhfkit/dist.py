@@ -53,3 +53,18 @@ def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_gr
     config["gradient_accumulation_steps"] = grad_accum
     config["train_batch_size"] = micro_batch * grad_accum * accelerator.num_processes
     config["gradient_clipping"] = max_grad_norm if max_grad_norm is not None else 0.0
+
+
+def no_split_modules(wrapper) -> list[str]:
+    """The transformer layer classes of the models inside one of rlhfkit's wrapper modules. FSDP's
+    transformer-based wrapping (accelerate, FSDP1 and FSDP2) reads `_no_split_modules` from the top
+    module it is given; without it a wrapper became ONE FSDP unit, gathering every weight for every
+    forward. Wrappers expose this as their own `_no_split_modules`."""
+    names: list[str] = []
+    for module in wrapper.modules():
+        if module is wrapper:
+            continue
+        for name in getattr(type(module), "_no_split_modules", None) or []:
+            if isinstance(name, str) and name not in names:
+                names.append(name)
+    return names

@@ -163,3 +163,26 @@ def test_deepspeed_config_gets_the_flags_values():
     assert yaml_config["gradient_clipping"] == 1.0
     ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
     fill_deepspeed_config(ddp, 4, 4, None)  # nothing to fill, nothing touched
+
+
+def test_fsdp_wraps_every_transformer_layer_of_rlhfkits_wrappers():
+    """accelerate's transformer-based FSDP wrapping reads `_no_split_modules` from the top module it is
+    given; rlhfkit hands it ActorCritic / TrainModule / Critic, which lacked it, so the whole model
+    became one FSDP unit (every forward gathered all weights). Each must expose its inner model's
+    layers, and the policy accelerate builds from it must pick one unit per transformer layer."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from rlhfkit.ppo.policy import ActorCritic, Critic, ValueHead
+    from rlhfkit.rewards.model import RewardModel
+    from rlhfkit.rewards.train import TrainConfig, TrainModule
+
+    policy = load_model("tiny-llama", "causal-lm")
+    layers = policy.config.num_hidden_layers
+    wrappers = [ActorCritic(policy, ValueHead(policy.config.hidden_size)),
+                Critic(load_model("tiny-llama", "causal-lm")),
+                TrainModule(RewardModel(load_model("tiny-llama", "reward")), TrainConfig(model="tiny-llama", out=None))]
+    for wrapper in wrappers:
+        plugin = FullyShardedDataParallelPlugin(auto_wrap_policy="transformer_based_wrap")
+        plugin.set_auto_wrap_policy(wrapper)
+        units = sum(bool(plugin.auto_wrap_policy(module=m, recurse=False, nonwrapped_numel=0)) for m in wrapper.modules())
+        assert units >= layers, type(wrapper).__name__

@@ -172,6 +172,12 @@ class ActorCritic(nn.Module):
         self.policy = policy
         self.value_head = value_head
 
+    @property
+    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
+        from ..dist import no_split_modules
+
+        return no_split_modules(self)
+
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
                 with_entropy: bool = False):
         return forward_response(self.policy, prompt_ids, prompt_mask, response_ids, response_mask_, temperature,
@@ -199,6 +205,12 @@ class Critic(nn.Module):
         super().__init__()
         self.body = body
         self.head = ValueHead(body.config.hidden_size)
+
+    @property
+    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
+        from ..dist import no_split_modules
+
+        return no_split_modules(self)
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_) -> torch.Tensor:
         ids = torch.cat([prompt_ids, response_ids], dim=1)

@@ -108,6 +108,12 @@ class TrainModule(nn.Module):
     """Everything that trains, in one module so distributed wrappers see every forward:
     the reward model and, for SwAV, its prototypes."""
 
+    @property
+    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
+        from ..dist import no_split_modules
+
+        return no_split_modules(self)
+
     def __init__(self, rm: RewardModel, cfg: TrainConfig):
         super().__init__()
         self.rm = rm
