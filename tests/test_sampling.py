@@ -186,3 +186,19 @@ def test_fsdp_wraps_every_transformer_layer_of_rlhfkits_wrappers():
         plugin.set_auto_wrap_policy(wrapper)
         units = sum(bool(plugin.auto_wrap_policy(module=m, recurse=False, nonwrapped_numel=0)) for m in wrapper.modules())
         assert units >= layers, type(wrapper).__name__
+
+
+def test_fsdp2_generation_gathers_the_root_modules_weights():
+    """Under FSDP2 (fully_shard, the shipped fsdp.yaml's version) generation ran on sharded DTensor
+    weights (FSDP1's summon_full_params does nothing there): it failed outright. Run on a one-process
+    gloo group on CPU, the sharded policy must generate the tokens the plain one does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("fsdp2_generation.py")
+    port = str(29500 + os.getpid() % 400)
+    p = subprocess.run([sys.executable, str(script), port], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]

@@ -387,6 +387,15 @@ def row_seed(seed: int, step: int, row: int) -> int:
     return (seed * 1_000_003 + step) * 65_537 + row
 
 
+def fully_sharded_units(model) -> list:
+    """The FSDP2 (``fully_shard``) units of a model, root included; empty for FSDP1 or none."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6
+        return []
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
 @contextmanager
 def gathered_for_generation(accelerator, model):
     """Full weights for generation when they are sharded (FSDP, DeepSpeed ZeRO-3); nothing otherwise.
@@ -394,7 +403,21 @@ def gathered_for_generation(accelerator, model):
     from accelerate.utils import DistributedType
 
     kind = accelerator.distributed_type
-    if kind == DistributedType.FSDP:
+    fsdp2_units = fully_sharded_units(model) if kind == DistributedType.FSDP else []
+    if fsdp2_units:  # FSDP2 (fully_shard): FSDP1's summon_full_params does nothing here, and generate()
+        # bypasses the root module's hooks, so its weights (embeddings, head) stayed sharded DTensors
+        for unit in fsdp2_units:
+            unit.unshard()
+        plugin = getattr(accelerator.state, "fsdp_plugin", None)
+        restore = getattr(plugin, "reshard_after_forward", True)
+        model.set_reshard_after_forward(False)  # gathered once, not again at every decoding step
+        try:
+            yield
+        finally:
+            model.set_reshard_after_forward(restore if isinstance(restore, bool) else True)
+            for unit in fsdp2_units:
+                unit.reshard()
+    elif kind == DistributedType.FSDP:
         from torch.distributed.fsdp import FullyShardedDataParallel
 
         with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
