@@ -38,6 +38,19 @@ def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
                          "run sharded engines with --save-steps 0")
 
 
+def check_sharded_eval(accelerator, evaluating: bool) -> None:
+    """train-rm's --eval scores on the main process alone; under FSDP or DeepSpeed ZeRO that forward
+    needs every process (collectives), so it would hang: refused up front until evaluation is sharded."""
+    from accelerate.utils import DistributedType
+
+    from .io import UsageError
+
+    if evaluating and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise UsageError(f"--eval under {accelerator.distributed_type.value}: evaluation runs on the main process "
+                         "alone and would wait forever for the other shards; evaluate afterwards with "
+                         "`rlhfkit metrics accuracy`, or train under DDP")
+
+
 def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_grad_norm: float | None) -> None:
     """Make a DeepSpeed engine do what rlhfkit's flags say. accelerate fills the config's "auto"
     batch values only from a dataloader, which rlhfkit does not hand it (so `prepare` refused to

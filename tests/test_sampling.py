@@ -202,3 +202,21 @@ def test_fsdp2_generation_gathers_the_root_modules_weights():
     p = subprocess.run([sys.executable, str(script), port], capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]
+
+
+def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone():
+    """--eval scores on the main process only; under FSDP/ZeRO that forward needs every shard: a hang.
+    Refused with one line (a stand-in accelerator: the sharded engines do not run on CPU)."""
+    from types import SimpleNamespace
+
+    import pytest
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.dist import check_sharded_eval
+    from rlhfkit.io import UsageError
+
+    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(UsageError, match="--eval under"):
+            check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=True)
+        check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=False)
+    check_sharded_eval(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), evaluating=True)

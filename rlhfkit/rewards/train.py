@@ -277,6 +277,9 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     if cfg.batch_size < accelerator.num_processes:  # a process with no share would repeat another's records
         raise UsageError(f"--batch-size {cfg.batch_size} is the global batch: give at least one pair per process "
                          f"({accelerator.num_processes} processes)")
+    from ..dist import check_sharded_eval
+
+    check_sharded_eval(accelerator, bool(eval_examples))
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
         raise UsageError("MetaRM (--meta-data) takes one batch per step: use --grad-accum 1")
