@@ -21,15 +21,24 @@ run_to() {
 note() {
   echo "# $*" >&2
 }
+# `may_shard`: true when LAUNCH may run a sharded engine (a zero*/fsdp config, or accelerate's
+# default config, which the recipe cannot see); DDP configs and torchrun do not.
+may_shard() {
+  case "${LAUNCH:-}" in
+    "" | *ddp.yaml* | *cpu-2proc.yaml* | *torchrun*) return 1 ;;
+    *) return 0 ;;
+  esac
+}
 # `ckpt_steps N`: --save-steps for a training stage. rlhfkit's checkpoints hold unsharded state, which
-# the DeepSpeed and FSDP configs refuse; so under a LAUNCH that may be sharded (a zero*/fsdp config,
-# or accelerate's default config, which the recipe cannot see) checkpoints are off (0). Name
+# the DeepSpeed and FSDP configs refuse; so where LAUNCH may shard, checkpoints are off (0). Name
 # recipes/accelerate/ddp.yaml (or use torchrun) to keep them.
 ckpt_steps() {
-  case "${LAUNCH:-}" in
-    "" | *ddp.yaml* | *cpu-2proc.yaml* | *torchrun*) echo "$1" ;;
-    *) echo 0 ;;
-  esac
+  if may_shard; then echo 0; else echo "$1"; fi
+}
+# `eval_flag FILE`: train-rm's --eval FILE, left out where LAUNCH may shard (evaluation runs on the
+# main process alone and is refused there); `metrics accuracy` scores the model afterwards anyway.
+eval_flag() {
+  if may_shard; then echo ""; else echo "--eval $1"; fi
 }
 # `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N, or =N), else 1.
 procs() {

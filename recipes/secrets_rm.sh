@@ -70,7 +70,7 @@ for variant in raw flip margin flip-margin soft-margin simcse swav; do
     swav) data="$TRAIN"; extra="--contrastive swav --contrastive-features diff --batch-size 16" ;;
     *) data="$OUT/$variant.jsonl"; extra="" ;;
   esac
-  launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra --eval "$TEST" --out "$OUT/rm-$variant"
+  launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra $(eval_flag "$TEST") --out "$OUT/rm-$variant"
   run_to "$OUT/accuracy-$variant.json" rlhfkit metrics accuracy "$TEST" --reward "$OUT/rm-$variant"
   launch ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" --steps "$PPO_STEPS" $PPO_FLAGS --out "$OUT/policy-$variant"
   run rlhfkit generate "$OUT/judge-prompts.jsonl" --policy "$OUT/policy-$variant" --max-new-tokens 256 \
