@@ -8,6 +8,8 @@
 # Hardware: one 24 GB GPU; about 15 minutes per utility (1.5 hours in all). No policy: reward models
 # only. Training runs under LAUNCH when it is set (_common.sh). DeBERTa-v3's tokenizer is a
 # sentencepiece model: `pip install "rlhfkit[sentencepiece]"` (sentencepiece and protobuf) first.
+# 7B: not in this paper (deberta-v3-base, 184M: ~3 GB trainable); for a 7B ranking reward model add
+# --lora to TRAIN_FLAGS under a DDP LAUNCH (secrets_rm.sh's preset).
 #   bash recipes/reward_collapse.sh            DRY_RUN=1 bash recipes/reward_collapse.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"

@@ -9,6 +9,8 @@
 # Policy: GPT-2 itself, as in the paper (no SFT stage: continuing IMDB review openings is what the
 # pre-trained model already does). Training stages run under LAUNCH when it is set (_common.sh); at
 # these sizes one GPU per policy is enough, and 8 GPUs are better used for 8 policies at once.
+# 7B: not in this paper (GPT-2 policies, a Gemma-2B reward model, ~4 GB trainable in fp32 masters:
+# fits one 80 GB GPU); for a 7B reward model add --lora to train-rm (secrets_rm.sh's preset).
 #   bash recipes/uncertainty_rlhf.sh           DRY_RUN=1 bash recipes/uncertainty_rlhf.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
