@@ -77,6 +77,9 @@ def ratio_at_old_policy(trainer, prompts: list[str]) -> float:
 
 
 def ppo_run(name: str, policy: str, lora: bool, args) -> dict:
+    sys.path.insert(0, str(HERE))
+    from ppo import best_of_steps
+
     from rlhfkit.ppo.rewards import FunctionReward
     from rlhfkit.ppo.trainer import PPOConfig, PPOTrainer
 
@@ -94,18 +97,9 @@ def ppo_run(name: str, policy: str, lora: bool, args) -> dict:
     result["trainable_dtypes"] = sorted(str(d) for d in masters)
     result["trainable_parameters"] = sum(p.numel() for p in trainer.actor.parameters() if p.requires_grad)
     result["ratio_check_max_abs_logp_diff"] = ratio_at_old_policy(trainer, prompts)
-    trainer.step(prompts, 1)  # warm-up
-    steps = []
-    for k in range(args.steps):
-        timings: dict = {}
-        t0 = time.perf_counter()
-        trainer.step(prompts, 2 + k, timings)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        steps.append({"step_seconds": time.perf_counter() - t0, **timings})
-    best = min(steps, key=lambda r: r["step_seconds"])
-    result["best_step"] = {k: round(v, 4) for k, v in best.items()}
-    result["phase_share"] = {k: round(v / best["step_seconds"], 3) for k, v in best.items() if k != "step_seconds"}
+    best = best_of_steps(trainer, prompts, args.steps)
+    result["best_step"] = {("step_seconds" if k == "iteration" else k): round(v, 4) for k, v in best.items()}
+    result["phase_share"] = {k: round(v / best["iteration"], 3) for k, v in best.items() if k != "iteration"}
     if torch.cuda.is_available():
         result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del trainer
