@@ -66,14 +66,15 @@ def build(shape: str, directory: str, dry_run: bool) -> str:
     return directory
 
 
-def ratio_at_old_policy(trainer, prompts: list[str]) -> float:
-    """max |log π(update's first forward) − log π(rollout)| over response tokens: 0 means ratio 1 at θ_old."""
+def ratio_at_old_policy(trainer, prompts: list[str]) -> tuple[float, float | None]:
+    """max |log π(update's first forward) − log π(rollout)| over response tokens (0 means ratio 1 at
+    θ_old), and the KL to the reference before any update (0 but for the bf16 reference's rounding)."""
     batch = trainer.rollout(prompts, list(range(len(prompts))))
     trainer.actor.train()
     with torch.no_grad(), trainer.autocast():
         logp, _, _ = trainer.accelerator.unwrap_model(trainer.actor)(
             batch["prompt_ids"], batch["prompt_mask"], batch["response"], batch["mask"], trainer.cfg.temperature)
-    return float(((logp.float() - batch["logp"].float()).abs() * batch["mask"]).max())
+    return float(((logp.float() - batch["logp"].float()).abs() * batch["mask"]).max()), batch["stats"]["kl"]
 
 
 def ppo_run(name: str, policy: str, lora: bool, args) -> dict:
@@ -96,7 +97,7 @@ def ppo_run(name: str, policy: str, lora: bool, args) -> dict:
     masters = {p.dtype for p in trainer.actor.parameters() if p.requires_grad}
     result["trainable_dtypes"] = sorted(str(d) for d in masters)
     result["trainable_parameters"] = sum(p.numel() for p in trainer.actor.parameters() if p.requires_grad)
-    result["ratio_check_max_abs_logp_diff"] = ratio_at_old_policy(trainer, prompts)
+    result["ratio_check_max_abs_logp_diff"], result["kl_at_init_per_sequence"] = ratio_at_old_policy(trainer, prompts)
     best = best_of_steps(trainer, prompts, args.steps)
     result["best_step"] = {("step_seconds" if k == "iteration" else k): round(v, 4) for k, v in best.items()}
     result["phase_share"] = {k: round(v / best["iteration"], 3) for k, v in best.items() if k != "iteration"}
