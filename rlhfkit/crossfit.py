@@ -155,8 +155,8 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
               store: FoldStore | None = None) -> tuple[torch.Tensor, list[list[int]], dict]:
     """N x members out-of-sample margins (round by round, K heads each), the fold of every pair in
     every round, and timing/info (``seconds_spread``: the part spent on the spread heads' features
-    and fitting; ``fold_model_margins``: N x rounds margins of the fold models' own heads). With ``store``, folds it holds are read instead of trained, and each fold trained
-    is saved."""
+    and fitting; ``fold_model_margins``: N x rounds margins of the fold models' own heads). With
+    ``store``, folds it holds are read instead of trained, and each fold trained is saved."""
     from .rewards.train import TrainConfig, fit_reward_model
 
     if cfg.folds < 2:
