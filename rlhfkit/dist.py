@@ -51,6 +51,21 @@ def check_sharded_eval(accelerator, evaluating: bool) -> None:
                          "`rlhfkit metrics accuracy`, or train under DDP")
 
 
+def check_zero3_init(accelerator) -> None:
+    """With ZeRO-3's `zero3_init_flag`, every `from_pretrained` after the Accelerator exists is
+    partitioned at load; the frozen reference and reward models never join an engine, so their
+    forwards would run on empty parameters. Refused until they are wrapped (load whole, then shard)."""
+    from accelerate.utils import DistributedType
+
+    from .io import UsageError
+
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if accelerator.distributed_type == DistributedType.DEEPSPEED and getattr(plugin, "zero3_init_flag", False):
+        raise UsageError("zero3_init_flag: true partitions the frozen reference and reward models at load, "
+                         "and they never join an engine; set `zero3_init_flag: false` in the accelerate config "
+                         "(recipes/accelerate/zero3.yaml does)")
+
+
 def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_grad_norm: float | None) -> None:
     """Make a DeepSpeed engine do what rlhfkit's flags say. accelerate fills the config's "auto"
     batch values only from a dataloader, which rlhfkit does not hand it (so `prepare` refused to

@@ -220,3 +220,28 @@ def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone():
             check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=True)
         check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=False)
     check_sharded_eval(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), evaluating=True)
+
+
+def test_zero3_init_is_refused_where_frozen_models_would_load_empty():
+    """Under ZeRO-3 with zero3_init_flag every from_pretrained is partitioned at load; ppo's reference
+    and reward models never join an engine, so their forwards would see empty parameters: refused
+    (stand-in accelerator), and the shipped zero3.yaml turns the flag off."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pytest
+    import yaml
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.dist import check_zero3_init
+    from rlhfkit.io import UsageError
+
+    def accelerator(flag):
+        plugin = SimpleNamespace(zero3_init_flag=flag)
+        return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=SimpleNamespace(deepspeed_plugin=plugin))
+
+    with pytest.raises(UsageError, match="zero3_init_flag"):
+        check_zero3_init(accelerator(True))
+    check_zero3_init(accelerator(False))
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "zero3.yaml").read_text())
+    assert shipped["deepspeed_config"]["zero3_init_flag"] is False
