@@ -66,6 +66,21 @@ def check_zero3_init(accelerator) -> None:
                          "(recipes/accelerate/zero3.yaml does)")
 
 
+def check_fsdp_loading(accelerator) -> None:
+    """With FSDP's cpu_ram_efficient_loading, processes other than the first load empty weights and
+    rely on FSDP broadcasting the first one's when a model is wrapped; ppo's frozen reference and
+    reward models are never wrapped, so they would stay empty there. Refused."""
+    from accelerate.utils import DistributedType
+
+    from .io import UsageError
+
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if accelerator.distributed_type == DistributedType.FSDP and getattr(plugin, "cpu_ram_efficient_loading", False):
+        raise UsageError("fsdp_cpu_ram_efficient_loading: true leaves the frozen reference and reward models empty on "
+                         "every process but the first (only wrapped models get its weights); set it false in the "
+                         "accelerate config (recipes/accelerate/fsdp.yaml does)")
+
+
 def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_grad_norm: float | None) -> None:
     """Make a DeepSpeed engine do what rlhfkit's flags say. accelerate fills the config's "auto"
     batch values only from a dataloader, which rlhfkit does not hand it (so `prepare` refused to

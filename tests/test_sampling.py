@@ -245,3 +245,27 @@ def test_zero3_init_is_refused_where_frozen_models_would_load_empty():
     check_zero3_init(accelerator(False))
     shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "zero3.yaml").read_text())
     assert shipped["deepspeed_config"]["zero3_init_flag"] is False
+
+
+def test_fsdp_ram_efficient_loading_is_refused_where_frozen_models_would_stay_empty():
+    """cpu_ram_efficient_loading: processes > 0 load empty weights and get the first one's only when a
+    model is wrapped; ppo's reference and reward models are not: refused, and fsdp.yaml turns it off."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pytest
+    import yaml
+    from accelerate.utils import DistributedType
+
+    from rlhfkit.dist import check_fsdp_loading
+    from rlhfkit.io import UsageError
+
+    def accelerator(flag):
+        plugin = SimpleNamespace(cpu_ram_efficient_loading=flag)
+        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=plugin))
+
+    with pytest.raises(UsageError, match="cpu_ram_efficient_loading"):
+        check_fsdp_loading(accelerator(True))
+    check_fsdp_loading(accelerator(False))
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "fsdp.yaml").read_text())
+    assert shipped["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False

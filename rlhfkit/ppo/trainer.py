@@ -114,10 +114,11 @@ class PPOTrainer:
             raise UsageError(f"--batch-size {cfg.batch_size} and --mini-batch-size {cfg.mini_batch_size} are global: "
                              f"each must be a multiple of the {self.world} processes")
         self.device = self.accelerator.device
-        from ..dist import check_checkpointing, check_zero3_init
+        from ..dist import check_checkpointing, check_fsdp_loading, check_zero3_init
 
         check_checkpointing(self.accelerator, cfg.save_steps, cfg.resume)
         check_zero3_init(self.accelerator)  # before any model is loaded
+        check_fsdp_loading(self.accelerator)
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
         self.compute_dtype = resolve_dtype(cfg.dtype, self.device.type)
