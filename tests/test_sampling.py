@@ -1,6 +1,10 @@
-"""Issue 25 (sampling): rollouts draw exactly the tokens the log-probs describe, whatever the model's
-generation_config asks for, and every end-of-sequence token the model declares ends a response."""
+"""Issue 25, what runs on CPU: rollouts draw exactly the tokens the log-probs describe; LoRA saves,
+resumes and rollout memory; and the sharded paths' pieces (DeepSpeed config, FSDP wrapping and
+FSDP2 generation, refusals of combinations that cannot work)."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from rlhfkit.models import load_model, load_tokenizer
@@ -222,50 +226,32 @@ def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone():
     check_sharded_eval(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), evaluating=True)
 
 
-def test_zero3_init_is_refused_where_frozen_models_would_load_empty():
-    """Under ZeRO-3 with zero3_init_flag every from_pretrained is partitioned at load; ppo's reference
-    and reward models never join an engine, so their forwards would see empty parameters: refused
-    (stand-in accelerator), and the shipped zero3.yaml turns the flag off."""
-    from pathlib import Path
+@pytest.mark.parametrize("engine", ["zero3_init", "fsdp_ram_efficient_loading"])
+def test_loading_modes_that_leave_frozen_models_empty_are_refused(engine):
+    """ZeRO-3's zero3_init_flag partitions every from_pretrained at load, and FSDP's
+    cpu_ram_efficient_loading gives processes > 0 empty weights that only wrapped models receive;
+    ppo's reference and reward models are never wrapped, so their forwards would see empty
+    parameters. Refused (stand-in accelerator), and the shipped YAMLs turn both off."""
     from types import SimpleNamespace
 
-    import pytest
     import yaml
     from accelerate.utils import DistributedType
 
-    from rlhfkit.dist import check_zero3_init
+    from rlhfkit.dist import check_fsdp_loading, check_zero3_init
     from rlhfkit.io import UsageError
 
-    def accelerator(flag):
-        plugin = SimpleNamespace(zero3_init_flag=flag)
-        return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, state=SimpleNamespace(deepspeed_plugin=plugin))
+    kind, check, state_name, flag, yaml_name, section, key = {
+        "zero3_init": (DistributedType.DEEPSPEED, check_zero3_init, "deepspeed_plugin", "zero3_init_flag",
+                       "zero3.yaml", "deepspeed_config", "zero3_init_flag"),
+        "fsdp_ram_efficient_loading": (DistributedType.FSDP, check_fsdp_loading, "fsdp_plugin",
+                                       "cpu_ram_efficient_loading", "fsdp.yaml", "fsdp_config",
+                                       "fsdp_cpu_ram_efficient_loading")}[engine]
 
-    with pytest.raises(UsageError, match="zero3_init_flag"):
-        check_zero3_init(accelerator(True))
-    check_zero3_init(accelerator(False))
-    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "zero3.yaml").read_text())
-    assert shipped["deepspeed_config"]["zero3_init_flag"] is False
+    def accelerator(on):
+        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(**{state_name: SimpleNamespace(**{flag: on})}))
 
-
-def test_fsdp_ram_efficient_loading_is_refused_where_frozen_models_would_stay_empty():
-    """cpu_ram_efficient_loading: processes > 0 load empty weights and get the first one's only when a
-    model is wrapped; ppo's reference and reward models are not: refused, and fsdp.yaml turns it off."""
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    import pytest
-    import yaml
-    from accelerate.utils import DistributedType
-
-    from rlhfkit.dist import check_fsdp_loading
-    from rlhfkit.io import UsageError
-
-    def accelerator(flag):
-        plugin = SimpleNamespace(cpu_ram_efficient_loading=flag)
-        return SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=plugin))
-
-    with pytest.raises(UsageError, match="cpu_ram_efficient_loading"):
-        check_fsdp_loading(accelerator(True))
-    check_fsdp_loading(accelerator(False))
-    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "fsdp.yaml").read_text())
-    assert shipped["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False
+    with pytest.raises(UsageError, match=flag):
+        check(accelerator(True))
+    check(accelerator(False))
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / yaml_name).read_text())
+    assert shipped[section][key] is False
