@@ -53,6 +53,7 @@ class CrossFit:
     heads: int = 10  # spread heads per fold (0: the fold model's own margin, std 0)
     head_epochs: int = 3
     head_lr: float = 3e-4  # keeps the fold model's ranking on synth (docs/results.md §1); 1e-3 let heads drift
+    dtype: str = "auto"  # the fold models' compute precision (train-rm's --dtype)
 
     @property
     def members(self) -> int:
@@ -78,20 +79,12 @@ def rewards_and_features(fitted, examples: Sequence[Example], max_length: int,
                          batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """The trained reward model's rewards (2N, chosen first) and the features its head reads
     (2N x hidden) for every text of ``examples``, in one inference pass."""
-    from .rewards.model import encode, length_sorted_batches, render
+    from .rewards.model import encode, render
+    from .rewards.model import rewards_and_features as of_sequences
 
-    tok, rm = fitted.tokenizer, fitted.rm
+    tok = fitted.tokenizer
     texts = [render(tok, e.prompt, e.chosen) for e in examples] + [render(tok, e.prompt, e.rejected) for e in examples]
-    seqs = encode(tok, texts, max_length)
-    device = next(rm.parameters()).device
-    rewards, features = torch.empty(len(seqs)), None
-    with torch.inference_mode():
-        for idx, ids, mask in length_sorted_batches(seqs, batch_size, tok.pad_token_id, device):
-            r, f = rm(ids, mask)
-            if features is None:
-                features = torch.empty(len(seqs), f.shape[-1])
-            rewards[idx], features[idx] = r.float().cpu(), f.float().cpu()
-    return rewards, features
+    return of_sequences(fitted.rm, encode(tok, texts, max_length), tok.pad_token_id, batch_size)
 
 
 def spread_margins(fitted, train: Sequence[Example], held_features: torch.Tensor, cfg: CrossFit,
@@ -184,7 +177,7 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
                 seed = cfg.seed * 7 + 1000 * r + k
                 tcfg = TrainConfig(model=cfg.model, out=None, lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
                                    max_length=cfg.max_length, warmup_ratio=0.1, save_steps=0, logging_steps=10**9,
-                                   seed=seed)
+                                   seed=seed, dtype=cfg.dtype)
                 fitted = fit_reward_model(tcfg, train, progress=False)
                 r_held, f_held = rewards_and_features(fitted, [examples[i] for i in held], cfg.max_length)
                 own[held, r] = (r_held[:len(held)] - r_held[len(held):]).double()

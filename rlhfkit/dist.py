@@ -51,31 +51,27 @@ def check_sharded_eval(accelerator, evaluating: bool) -> None:
                          "`rlhfkit metrics accuracy`, or train under DDP")
 
 
-def check_zero3_init(accelerator) -> None:
-    """With ZeRO-3's `zero3_init_flag`, every `from_pretrained` after the Accelerator exists is
-    partitioned at load; the frozen reference and reward models never join an engine, so their
-    forwards would run on empty parameters. Refused until they are wrapped (load whole, then shard)."""
+def check_ppo_engine(accelerator, separate_critic: bool) -> None:
+    """What ppo cannot do on a sharded engine, refused before any model is loaded:
+    - ZeRO-3's ``zero3_init_flag`` partitions every ``from_pretrained`` at load, and FSDP's
+      ``cpu_ram_efficient_loading`` gives processes > 0 empty weights that only wrapped models
+      receive: the frozen reference and reward models are never wrapped, so they would run empty;
+    - one DeepSpeed engine wraps one model: with ``--critic separate`` the actor would train outside it."""
     from accelerate.utils import DistributedType
 
     from .io import UsageError
 
-    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and getattr(plugin, "zero3_init_flag", False):
-        raise UsageError("zero3_init_flag: true partitions the frozen reference and reward models at load, "
-                         "and they never join an engine; set `zero3_init_flag: false` in the accelerate config "
-                         "(recipes/accelerate/zero3.yaml does)")
-
-
-def check_fsdp_loading(accelerator) -> None:
-    """With FSDP's cpu_ram_efficient_loading, processes other than the first load empty weights and
-    rely on FSDP broadcasting the first one's when a model is wrapped; ppo's frozen reference and
-    reward models are never wrapped, so they would stay empty there. Refused."""
-    from accelerate.utils import DistributedType
-
-    from .io import UsageError
-
-    plugin = getattr(accelerator.state, "fsdp_plugin", None)
-    if accelerator.distributed_type == DistributedType.FSDP and getattr(plugin, "cpu_ram_efficient_loading", False):
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        if getattr(getattr(accelerator.state, "deepspeed_plugin", None), "zero3_init_flag", False):
+            raise UsageError("zero3_init_flag: true partitions the frozen reference and reward models at load, "
+                             "and they never join an engine; set `zero3_init_flag: false` in the accelerate config "
+                             "(recipes/accelerate/zero3.yaml does)")
+        if separate_critic:
+            raise UsageError("--critic separate under DeepSpeed: one engine wraps one model, so the actor would "
+                             "train outside it; use --critic shared, or DDP/FSDP")
+    if kind == DistributedType.FSDP and getattr(getattr(accelerator.state, "fsdp_plugin", None),
+                                                "cpu_ram_efficient_loading", False):
         raise UsageError("fsdp_cpu_ram_efficient_loading: true leaves the frozen reference and reward models empty on "
                          "every process but the first (only wrapped models get its weights); set it false in the "
                          "accelerate config (recipes/accelerate/fsdp.yaml does)")
@@ -98,16 +94,19 @@ def fill_deepspeed_config(accelerator, micro_batch: int, grad_accum: int, max_gr
     config["gradient_clipping"] = max_grad_norm if max_grad_norm is not None else 0.0
 
 
-def no_split_modules(wrapper) -> list[str]:
-    """The transformer layer classes of the models inside one of rlhfkit's wrapper modules. FSDP's
-    transformer-based wrapping (accelerate, FSDP1 and FSDP2) reads `_no_split_modules` from the top
+class ShardedByLayer:
+    """A mixin for rlhfkit's wrapper modules (ActorCritic, Critic, TrainModule). FSDP's
+    transformer-based wrapping (accelerate, FSDP1 and FSDP2) reads ``_no_split_modules`` from the top
     module it is given; without it a wrapper became ONE FSDP unit, gathering every weight for every
-    forward. Wrappers expose this as their own `_no_split_modules`."""
-    names: list[str] = []
-    for module in wrapper.modules():
-        if module is wrapper:
-            continue
-        for name in getattr(type(module), "_no_split_modules", None) or []:
-            if isinstance(name, str) and name not in names:
-                names.append(name)
-    return names
+    forward. This gives the layer classes of the models inside."""
+
+    @property
+    def _no_split_modules(self) -> list[str]:
+        names: list[str] = []
+        for module in self.modules():
+            if module is self:
+                continue
+            for name in getattr(type(module), "_no_split_modules", None) or []:
+                if isinstance(name, str) and name not in names:
+                    names.append(name)
+        return names

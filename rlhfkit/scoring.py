@@ -55,14 +55,14 @@ class EnsembleScorer:
         if meta.get("type") != "ensemble":
             raise ModelError(f"{directory!r} is not an ensemble directory (rlhfkit.json type is {meta.get('type')!r})")
         self.meta = meta
-        self.members = None
-        if "members" in meta:
-            # one pass over data (score, strength): load each member when its turn comes and free it after,
-            # so ten 7B members need one model's memory; repeated scoring (ppo) keeps them all loaded
-            self.member_dirs, self.member_kwargs = meta["members"], dict(device=device, max_length=max_length, dtype=dtype)
+        self.member_dirs = meta.get("members")
+        if self.member_dirs is not None:
+            # one pass over data (score, strength, metrics): load each member when its turn comes and free
+            # it after, so ten 7B members need one model's memory; repeated scoring (ppo) keeps them loaded
+            self.member_kwargs = dict(device=device, max_length=max_length, dtype=dtype)
             for m in self.member_dirs:
                 check_reward_dir(m)
-            self.members = [] if one_at_a_time else [RewardModelScorer(m, **self.member_kwargs) for m in self.member_dirs]
+            self.loaded = None if one_at_a_time else [RewardModelScorer(m, **self.member_kwargs) for m in self.member_dirs]
             self.heads = len(self.member_dirs)
             return
         from safetensors.torch import load_file
@@ -76,14 +76,12 @@ class EnsembleScorer:
         self.heads = k
 
     def score(self, prompts: Sequence[Any], responses: Sequence[Any], batch_size: int = 32, progress=None) -> torch.Tensor:
-        if self.members is not None:
-            if self.members:
-                return torch.cat([m.score(prompts, responses, batch_size, progress) for m in self.members], dim=1)
+        if self.member_dirs is not None:
             columns = []
-            for directory in self.member_dirs:
-                member = RewardModelScorer(directory, **self.member_kwargs)
+            for k, directory in enumerate(self.member_dirs):
+                member = self.loaded[k] if self.loaded is not None else RewardModelScorer(directory, **self.member_kwargs)
                 columns.append(member.score(prompts, responses, batch_size, progress))
-                del member  # freed before the next one loads
+                del member  # one at a time: freed before the next one loads
             return torch.cat(columns, dim=1)
         feats = self.backbone.features(self.backbone.texts(prompts, responses), batch_size, progress)
         with torch.no_grad():

@@ -546,3 +546,22 @@ def test_strength_plot_says_so_when_every_std_is_zero(monkeypatch):
     assert [line.get_label() for line in degenerate.axes[2].get_lines()] == []  # no flat std line
     assert not spread.axes[1].texts and len(spread.axes[1].patches) == 50
     assert [line.get_label() for line in spread.axes[2].get_lines()] == ["std"]
+
+
+def test_strength_dtype_reaches_the_cross_fitted_fold_models(monkeypatch, tmp_path):
+    """--dtype is the fold models' precision too (it reached only --ensemble scoring)."""
+    from rlhfkit.rewards import train
+
+    precisions = []
+
+    def fake_fit(cfg, train_examples, progress=False):
+        precisions.append(cfg.dtype)
+        return None
+
+    monkeypatch.setattr(train, "fit_reward_model", fake_fit)
+    monkeypatch.setattr(crossfit, "rewards_and_features",
+                        lambda fitted, exs, max_length, batch_size=32: (torch.arange(2.0 * len(exs)), None))
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(12, 0.0, seed=0))
+    r = cli("strength", data, "--model", "x", "--heads", 0, "--dtype", "bf16")
+    assert r.exit_code == 0, r.stderr
+    assert precisions == ["bf16"] * 3

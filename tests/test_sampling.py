@@ -144,31 +144,6 @@ def test_rollout_forwards_by_rows_give_the_whole_batch_forward():
         assert by_rows(lambda *a: actor(*a, 1.0)[1:], args, 2)[1] is None  # entropy not asked: None kept
 
 
-def test_deepspeed_config_gets_the_flags_values():
-    """accelerate fills DeepSpeed's "auto" batch values only from a dataloader (rlhfkit passes none, so
-    `prepare` refused to start), and the YAML's gradient_accumulation_steps and gradient_clipping won
-    over the flags. What the engine is given, read against accelerate's _prepare_deepspeed contract
-    (a stand-in accelerator: DeepSpeed itself runs only in benchmarks/gpu_check)."""
-    from types import SimpleNamespace
-
-    from accelerate.utils import DistributedType
-
-    from rlhfkit.dist import fill_deepspeed_config
-
-    yaml_config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 1, "gradient_clipping": 1.0,
-                   "zero_optimization": {"stage": 3}}
-    accelerator = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, num_processes=8,
-                                  state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(deepspeed_config=yaml_config)))
-    fill_deepspeed_config(accelerator, micro_batch=4, grad_accum=4, max_grad_norm=None)
-    assert yaml_config["train_micro_batch_size_per_gpu"] == 4 and yaml_config["gradient_accumulation_steps"] == 4
-    assert yaml_config["train_batch_size"] == 4 * 4 * 8 and yaml_config["gradient_clipping"] == 0.0
-    assert yaml_config["zero_optimization"] == {"stage": 3}
-    fill_deepspeed_config(accelerator, micro_batch=1, grad_accum=1, max_grad_norm=1.0)
-    assert yaml_config["gradient_clipping"] == 1.0
-    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU)
-    fill_deepspeed_config(ddp, 4, 4, None)  # nothing to fill, nothing touched
-
-
 def test_fsdp_wraps_every_transformer_layer_of_rlhfkits_wrappers():
     """accelerate's transformer-based FSDP wrapping reads `_no_split_modules` from the top module it is
     given; rlhfkit hands it ActorCritic / TrainModule / Critic, which lacked it, so the whole model
@@ -208,50 +183,149 @@ def test_fsdp2_generation_gathers_the_root_modules_weights():
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-3000:]
 
 
-def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone():
-    """--eval scores on the main process only; under FSDP/ZeRO that forward needs every shard: a hang.
-    Refused with one line (a stand-in accelerator: the sharded engines do not run on CPU)."""
+# ---------------------------------------------------------------- the sharded engines, as the trainers see them
+# DeepSpeed and FSDP do not run on CPU through accelerate, so an Accelerator that reports one of them
+# (its state seen through a view: the real, shared AcceleratorState is untouched) drives the trainers
+# themselves: each test asserts what the trainer did with the engine it was told it has, so a check
+# that is never called, or a fallback to plain DDP, fails.
+
+class Stop(Exception):
+    """Raised by the fake engine's prepare: what the trainer handed it has been recorded."""
+
+
+class StateView:
+    def __init__(self, real, **override):
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "_override", override)
+
+    def __getattr__(self, name):
+        return self._override[name] if name in self._override else getattr(self._real, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real, name, value)
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """engine(kind, **plugin) makes every Accelerator the trainers build report ``kind`` with a plugin
+    holding ``plugin``; returns what its prepare received (and the DeepSpeed config at that moment)."""
     from types import SimpleNamespace
 
-    import pytest
+    import accelerate
     from accelerate.utils import DistributedType
 
-    from rlhfkit.dist import check_sharded_eval
-    from rlhfkit.io import UsageError
+    seen: dict = {}
 
-    for kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(UsageError, match="--eval under"):
-            check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=True)
-        check_sharded_eval(SimpleNamespace(distributed_type=kind), evaluating=False)
-    check_sharded_eval(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), evaluating=True)
+    def install(kind, **plugin):
+        deepspeed_plugin = SimpleNamespace(deepspeed_config={"train_micro_batch_size_per_gpu": "auto",
+                                                             "gradient_accumulation_steps": 1,
+                                                             "gradient_clipping": 1.0}, zero3_init_flag=False)
+        fsdp_plugin = SimpleNamespace(cpu_ram_efficient_loading=False, reshard_after_forward=True)
+        for key, value in plugin.items():
+            setattr(deepspeed_plugin if kind == DistributedType.DEEPSPEED else fsdp_plugin, key, value)
+
+        class Engine(accelerate.Accelerator):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.state = StateView(self.state, distributed_type=kind, deepspeed_plugin=deepspeed_plugin,
+                                       fsdp_plugin=fsdp_plugin)
+
+            def prepare(self, *objects):
+                seen["prepared"] = [type(o).__name__ for o in objects]
+                seen["deepspeed_config"] = dict(deepspeed_plugin.deepspeed_config)
+                raise Stop
+
+        monkeypatch.setattr(accelerate, "Accelerator", Engine)
+        return seen
+
+    return install
 
 
-@pytest.mark.parametrize("engine", ["zero3_init", "fsdp_ram_efficient_loading"])
-def test_loading_modes_that_leave_frozen_models_empty_are_refused(engine):
-    """ZeRO-3's zero3_init_flag partitions every from_pretrained at load, and FSDP's
-    cpu_ram_efficient_loading gives processes > 0 empty weights that only wrapped models receive;
-    ppo's reference and reward models are never wrapped, so their forwards would see empty
-    parameters. Refused (stand-in accelerator), and the shipped YAMLs turn both off."""
-    from types import SimpleNamespace
+def ppo_config(tmp_path, **overrides):
+    from rlhfkit.ppo.trainer import PPOConfig
 
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:byte_mix"
+    return PPOConfig(**{"policy": "tiny-gpt", "reward": reward, "out": str(tmp_path / "o"), "batch_size": 4,
+                        "mini_batch_size": 2, "max_new_tokens": 3, "save_steps": 0, **overrides})
+
+
+@pytest.mark.parametrize("kind, plugin, refused", [
+    ("DEEPSPEED", {"zero3_init_flag": True}, "zero3_init_flag"),
+    ("FSDP", {"cpu_ram_efficient_loading": True}, "cpu_ram_efficient_loading"),
+    ("DEEPSPEED", {}, "--critic separate")])
+def test_ppo_refuses_engine_settings_that_cannot_work_before_loading_a_model(tmp_path, monkeypatch, engine, kind,
+                                                                               plugin, refused):
+    """zero3_init_flag partitions every from_pretrained at load and FSDP's cpu_ram_efficient_loading gives
+    processes > 0 empty weights that only wrapped models receive: ppo's reference and reward models are
+    never wrapped, so they would run empty. One DeepSpeed engine wraps one model: a separate critic
+    would leave the actor outside it. Each is refused before any model loads; the shipped YAMLs
+    turn both loading modes off."""
     import yaml
     from accelerate.utils import DistributedType
 
-    from rlhfkit.dist import check_fsdp_loading, check_zero3_init
     from rlhfkit.io import UsageError
+    from rlhfkit.ppo import trainer
 
-    kind, check, state_name, flag, yaml_name, section, key = {
-        "zero3_init": (DistributedType.DEEPSPEED, check_zero3_init, "deepspeed_plugin", "zero3_init_flag",
-                       "zero3.yaml", "deepspeed_config", "zero3_init_flag"),
-        "fsdp_ram_efficient_loading": (DistributedType.FSDP, check_fsdp_loading, "fsdp_plugin",
-                                       "cpu_ram_efficient_loading", "fsdp.yaml", "fsdp_config",
-                                       "fsdp_cpu_ram_efficient_loading")}[engine]
+    engine(getattr(DistributedType, kind), **plugin)
+    loads = []
+    monkeypatch.setattr(trainer, "load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(UsageError, match=refused):
+        trainer.PPOTrainer(ppo_config(tmp_path, critic="separate" if refused == "--critic separate" else "shared"))
+    assert loads == []
+    accelerate_dir = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
+    assert yaml.safe_load((accelerate_dir / "zero3.yaml").read_text())["deepspeed_config"]["zero3_init_flag"] is False
+    assert yaml.safe_load((accelerate_dir / "fsdp.yaml").read_text())["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False
 
-    def accelerator(on):
-        return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(**{state_name: SimpleNamespace(**{flag: on})}))
 
-    with pytest.raises(UsageError, match=flag):
-        check(accelerator(True))
-    check(accelerator(False))
-    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / yaml_name).read_text())
-    assert shipped[section][key] is False
+def test_deepspeed_engines_get_the_flags_batch_accumulation_and_clipping(tmp_path, engine):
+    """accelerate fills DeepSpeed's "auto" micro batch only from a dataloader (rlhfkit passes none, so
+    prepare refused to start), and the YAML's gradient_accumulation_steps and gradient_clipping won over
+    the flags. What each trainer's engine holds when prepare is called: train-rm (global batch 8,
+    --grad-accum 2, no clipping) and ppo (mini-batch 2, its clip of 1.0)."""
+    from accelerate.utils import DistributedType
+
+    from rlhfkit import synth
+    from rlhfkit.records import parse_record
+    from rlhfkit.ppo.trainer import PPOTrainer
+    from rlhfkit.rewards.train import TrainConfig, fit_reward_model
+
+    seen = engine(DistributedType.DEEPSPEED)
+    pairs = [parse_record(r) for r in synth.pairs(16, 0.0, seed=0)]
+    with pytest.raises(Stop):
+        fit_reward_model(TrainConfig(model="tiny-bert", out=None, batch_size=8, grad_accum=2, save_steps=0), pairs,
+                         progress=False)
+    assert seen["prepared"] == ["TrainModule", "AdamW"]
+    assert {k: seen["deepspeed_config"][k] for k in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                                                     "train_batch_size", "gradient_clipping")} == {
+        "train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": 2, "train_batch_size": 16,
+        "gradient_clipping": 0.0}
+    with pytest.raises(Stop):
+        PPOTrainer(ppo_config(tmp_path))
+    assert seen["prepared"] == ["ActorCritic", "AdamW"]
+    assert seen["deepspeed_config"]["train_micro_batch_size_per_gpu"] == 2
+    assert seen["deepspeed_config"]["gradient_accumulation_steps"] == 1
+    assert seen["deepspeed_config"]["gradient_clipping"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone(monkeypatch, engine, kind):
+    """--eval scores on the main process only; under FSDP/ZeRO that forward needs every shard: a hang.
+    Refused before the model loads; without --eval the same engine reaches prepare."""
+    from accelerate.utils import DistributedType
+
+    from rlhfkit import synth
+    from rlhfkit.io import UsageError
+    from rlhfkit.records import parse_record
+    from rlhfkit.rewards import train
+
+    engine(getattr(DistributedType, kind))
+    pairs = [parse_record(r) for r in synth.pairs(8, 0.0, seed=0)]
+    cfg = train.TrainConfig(model="tiny-bert", out=None, batch_size=4, save_steps=0)
+    loads = []
+    real_load = train.load_model
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    with pytest.raises(UsageError, match="--eval under"):
+        train.fit_reward_model(cfg, pairs, eval_examples=pairs, progress=False)
+    assert loads == []
+    with pytest.raises(Stop):
+        train.fit_reward_model(cfg, pairs, progress=False)

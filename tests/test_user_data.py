@@ -210,9 +210,11 @@ def test_policies_read_hh_prompts_without_the_chat_template_when_told(tmp_path, 
 
 # ---------------------------------------------------------------- 10. inference in the compute dtype
 
-def test_inference_stages_take_a_dtype(tmp_path):
+def test_inference_stages_take_a_dtype(tmp_path, monkeypatch):
     """score, strength --ensemble, judge --reward, generate and metrics load models in --dtype (a 7B
     reward model scored in fp32 needs twice the memory); bf16 rewards are bf16-rounded fp32 ones."""
+    import torch
+
     rows = [dict(r, id=f"p{i}") for i, r in enumerate(synth.pairs(8, 0.0, seed=0))]
     pairs = write_jsonl(tmp_path / "pairs.jsonl", rows)
     assert cli("train-rm", pairs, "--model", "tiny-bert", "--out", tmp_path / "rm", "--max-steps", 2,
@@ -226,13 +228,23 @@ def test_inference_stages_take_a_dtype(tmp_path):
     assert max(diffs) > 0 and all(d <= 0.05 * max(1.0, abs(f["reward_chosen"])) for d, f in zip(diffs, full))
     assert cli("score", pairs, "--reward", tmp_path / "rm", "--dtype", "fp8").exit_code == 2
 
+    # the policy-side stages: the dtype each model is loaded in (tiny aliases are built in fp32 whatever
+    # they are asked, so the request itself is what is checked)
+    from rlhfkit.metrics import sampling
+
+    asked = []
+    real_load = sampling.load_model
+    monkeypatch.setattr(sampling, "load_model", lambda name, kind, dtype=None: asked.append(dtype) or real_load(name, kind, dtype))
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "say a"}, {"prompt": "say b"}])
-    for args in (["generate", prompts, "--policy", "tiny-gpt", "--max-new-tokens", 2],
-                 ["metrics", "generation", "--policy", "tiny-gpt", "--ref", "tiny-gpt", "--prompts", prompts,
-                  "--max-new-tokens", 2],
-                 ["metrics", "accuracy", pairs, "--reward", tmp_path / "rm"]):
+    for args, models in ((["generate", prompts, "--policy", "tiny-gpt", "--max-new-tokens", 2], 1),
+                         (["metrics", "generation", "--policy", "tiny-gpt", "--ref", "tiny-gpt", "--prompts", prompts,
+                           "--max-new-tokens", 2], 2)):
+        asked.clear()
         r = cli(*args, "--dtype", "bf16")
         assert r.exit_code == 0, (args[0], r.stderr[-1500:])
+        assert asked == [torch.bfloat16] * models, args[0]
+    r = cli("metrics", "accuracy", pairs, "--reward", tmp_path / "rm", "--dtype", "bf16")
+    assert r.exit_code == 0, r.stderr[-1500:]
 
 
 # ---------------------------------------------------------------- 12. PM needs no reference model

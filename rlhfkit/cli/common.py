@@ -18,8 +18,9 @@ FIELDS = typer.Option(None, "--fields", metavar="NAME=FIELD,...",
                       help="Read other datasets' field names: e.g. prompt=question,chosen=response_j,rejected=response_k; "
                            "label=FIELD==VALUE sets label 1 where FIELD equals VALUE, else 0.")
 DTYPE = typer.Option("auto", "--dtype", metavar="auto|fp32|bf16|fp16",
-                     help="Precision the models are loaded in: auto (bf16 on GPUs that support it, fp32 on CPU), "
-                          "fp32, bf16 or fp16 (a 7B model in fp32 needs twice the memory of bf16).")
+                     help="Compute precision of the models (strength: its fold models' too): auto (bf16 on GPUs "
+                          "that support it, fp32 on CPU), fp32, bf16 or fp16 (a 7B model in fp32 needs twice the "
+                          "memory of bf16).")
 CHAT_TEMPLATE = typer.Option(None, "--chat-template/--no-chat-template",
                              help="Wrap prompts in the policy's chat template (default: when its tokenizer has one); "
                                   "--no-chat-template for prompts already in the policy's format, e.g. HH's "

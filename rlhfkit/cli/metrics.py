@@ -142,7 +142,7 @@ def accuracy_cmd(
             raise UsageError(f"--section must be NAME=subset1,subset2, got {spec!r}")
         sections[name] = [m for m in members.split(",") if m]
     examples, _ = read_records(data, ("pair",), fields=field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype, one_at_a_time=True)
     with task_progress("accuracy", 2 * len(examples)) as advance:
         margins = pair_margins(scorer, examples, batch_size, advance).mean(dim=1)
     subsets = [str(e.raw.get(subset_field, "all")) for e in examples]
@@ -181,7 +181,7 @@ def reward_dist_cmd(
 
     check_file_output(plot, "--plot")
     examples, _ = read_records(data, ("ranking",), fields=field_map(fields))
-    scorer = load_scorer(reward, max_length=max_length, dtype=dtype)
+    scorer = load_scorer(reward, max_length=max_length, dtype=dtype, one_at_a_time=True)
     prompts = [e.prompt for e in examples for _ in e.responses]
     responses = [r for e in examples for r in e.responses]
     rewards = scorer.score(prompts, responses, batch_size).mean(dim=1)

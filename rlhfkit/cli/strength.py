@@ -103,7 +103,8 @@ def strength(
         from ..crossfit import CrossFit, FoldStore, cross_fit
 
         cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
-                       batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads, head_epochs=epochs)
+                       batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads, head_epochs=epochs,
+                       dtype=dtype)
         err_console.print(f"strength: cross-fitting {len(examples)} pairs, {folds} folds x {rounds} round(s) of "
                           f"{model} fine-tuned {member_epochs:g} epoch(s) each"
                           + (f", {heads} bootstrap heads per fold" if heads else ""), highlight=False)

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..dist import ShardedByLayer
 from ..records import as_text
 
 
@@ -162,7 +163,7 @@ def forward_response(model: nn.Module, prompt_ids, prompt_mask, response_ids, re
     return logp, values, entropy
 
 
-class ActorCritic(nn.Module):
+class ActorCritic(ShardedByLayer, nn.Module):
     """The policy and (shared critic) its value head as one module, so that one DDP/FSDP/DeepSpeed
     wrapper sees every trainable weight; ``forward`` gives per-response-token log-probs, values and
     entropy."""
@@ -171,12 +172,6 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.policy = policy
         self.value_head = value_head
-
-    @property
-    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
-        from ..dist import no_split_modules
-
-        return no_split_modules(self)
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
                 with_entropy: bool = False):
@@ -197,7 +192,7 @@ class ValueHead(nn.Module):
         return self.linear(hidden.float())
 
 
-class Critic(nn.Module):
+class Critic(ShardedByLayer, nn.Module):
     """A separate value model: a transformer body (a copy of the policy, or the reward model's)
     plus a value head."""
 
@@ -205,12 +200,6 @@ class Critic(nn.Module):
         super().__init__()
         self.body = body
         self.head = ValueHead(body.config.hidden_size)
-
-    @property
-    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
-        from ..dist import no_split_modules
-
-        return no_split_modules(self)
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_) -> torch.Tensor:
         ids = torch.cat([prompt_ids, response_ids], dim=1)

@@ -114,11 +114,10 @@ class PPOTrainer:
             raise UsageError(f"--batch-size {cfg.batch_size} and --mini-batch-size {cfg.mini_batch_size} are global: "
                              f"each must be a multiple of the {self.world} processes")
         self.device = self.accelerator.device
-        from ..dist import check_checkpointing, check_fsdp_loading, check_zero3_init
+        from ..dist import check_checkpointing, check_ppo_engine
 
         check_checkpointing(self.accelerator, cfg.save_steps, cfg.resume)
-        check_zero3_init(self.accelerator)  # before any model is loaded
-        check_fsdp_loading(self.accelerator)
+        check_ppo_engine(self.accelerator, cfg.critic == "separate")  # before any model is loaded
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
         self.compute_dtype = resolve_dtype(cfg.dtype, self.device.type)
@@ -153,13 +152,8 @@ class PPOTrainer:
             disable_dropout(critic)
             groups.append({"params": list(critic.parameters()), "lr": cfg.critic_lr or cfg.lr})
         optimizer = torch.optim.AdamW(groups, eps=1e-5)
-        from accelerate.utils import DistributedType
-
         from ..dist import fill_deepspeed_config
 
-        if critic is not None and self.accelerator.distributed_type == DistributedType.DEEPSPEED:
-            raise UsageError("--critic separate under DeepSpeed: one engine wraps one model, so the actor would train "
-                             "outside it; use --critic shared, or DDP/FSDP")
         fill_deepspeed_config(self.accelerator, max(1, cfg.mini_batch_size // self.world), 1, cfg.max_grad_norm)
         if critic is not None:
             self.actor, self.critic, self.optimizer = self.accelerator.prepare(actor, critic, optimizer)

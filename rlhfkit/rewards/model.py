@@ -168,17 +168,27 @@ def length_sorted_batches(seqs: Sequence[Sequence[int]], batch_size: int, pad_id
 
 
 @torch.inference_mode()
+def rewards_and_features(
+    model: RewardModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
+    device: Any = None, progress: Any = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards (N) and the features the head reads (N x hidden) for token sequences, in
+    length-sorted batches, on the CPU in fp32."""
+    device = device or next(model.parameters()).device
+    rewards, features = torch.empty(len(seqs)), None
+    for idx, ids, mask in length_sorted_batches(seqs, batch_size, pad_id, device):
+        r, f = model(ids, mask)
+        if features is None:
+            features = torch.empty(len(seqs), f.shape[-1])
+        rewards[idx], features[idx] = r.float().cpu(), f.float().cpu()
+        if progress is not None:
+            progress(len(idx))
+    return rewards, features
+
+
 def score_sequences(
     model: RewardModel, seqs: Sequence[Sequence[int]], pad_id: int, batch_size: int = 32,
     device: Any = None, progress: Any = None,
 ) -> list[float]:
     """Rewards for token sequences, in length-sorted batches."""
-    device = device or next(model.parameters()).device
-    out = [0.0] * len(seqs)
-    for idx, ids, mask in length_sorted_batches(seqs, batch_size, pad_id, device):
-        rewards, _ = model(ids, mask)
-        for i, r in zip(idx, rewards.tolist()):
-            out[i] = r
-        if progress is not None:
-            progress(len(idx))
-    return out
+    return rewards_and_features(model, seqs, pad_id, batch_size, device, progress)[0].tolist()

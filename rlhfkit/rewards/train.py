@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
+from ..dist import ShardedByLayer
 from ..io import UsageError
 from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout
 from ..records import Example
@@ -104,15 +105,9 @@ def check_config(cfg: TrainConfig) -> None:
         raise UsageError("--batch-size and --grad-accum must be at least 1")
 
 
-class TrainModule(nn.Module):
+class TrainModule(ShardedByLayer, nn.Module):
     """Everything that trains, in one module so distributed wrappers see every forward:
     the reward model and, for SwAV, its prototypes."""
-
-    @property
-    def _no_split_modules(self) -> list[str]:  # FSDP wraps each transformer layer (rlhfkit.dist)
-        from ..dist import no_split_modules
-
-        return no_split_modules(self)
 
     def __init__(self, rm: RewardModel, cfg: TrainConfig):
         super().__init__()
