@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 META_FILE = "rlhfkit.json"
-TINY = ("tiny-gpt", "tiny-llama", "tiny-bert")
+TINY = ("tiny-gpt", "tiny-llama", "tiny-bert", "synth-world")
 
 
 class ModelError(Exception):
@@ -146,6 +146,28 @@ def byte_tokenizer(encoder: bool = False):
     return fast
 
 
+WORLD_SPECIALS = ["<pad>", "<eos>", "<unk>"]
+
+
+def word_tokenizer():
+    """synth-world's tokenizer: one token per word or punctuation mark of synth's vocabulary, so a
+    48-token response is a whole review and a PPO step on the world's policy costs milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from .synth import vocabulary
+
+    vocab = {w: i for i, w in enumerate(WORLD_SPECIALS + vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(behavior="isolated")])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # "was dull ." -> "was dull."
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", bos_token="<eos>",
+                                   unk_token="<unk>")
+    fast.model_max_length = 128
+    return fast
+
+
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte → printable character table."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -162,7 +184,14 @@ def _bytes_to_unicode() -> dict[int, str]:
 def tiny_config(name: str, **overrides: Any):
     from transformers import BertConfig, GPT2Config, LlamaConfig
 
-    if name == "tiny-gpt":
+    from .synth import vocabulary
+
+    if name == "synth-world":  # the synth world's policy before SFT: GPT-2 shapes over word tokens
+        cfg = GPT2Config(
+            vocab_size=len(WORLD_SPECIALS) + len(vocabulary()),
+            n_positions=128, n_embd=64, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=1, pad_token_id=0,
+        )
+    elif name == "tiny-gpt":
         cfg = GPT2Config(
             vocab_size=261, n_positions=512, n_embd=64, n_layer=2, n_head=4,
             bos_token_id=257, eos_token_id=257, pad_token_id=256,
@@ -218,6 +247,8 @@ def third_party_quiet():
 def load_tokenizer(name: str | ModelRef):
     ref = name if isinstance(name, ModelRef) else resolve(name)
     quiet_hf()
+    if ref.path == "synth-world":
+        return word_tokenizer()
     if ref.tiny:
         return byte_tokenizer(encoder=ref.path == "tiny-bert")
     from transformers import AutoTokenizer

@@ -40,9 +40,9 @@ PROMPTS = [
 ]
 
 
-def clause(rng: random.Random, aspect: str) -> tuple[str, float]:
+def clause(rng: random.Random, aspect: str, positive_share: float = 0.5) -> tuple[str, float]:
     """One clause about ``aspect`` and its gold score (±1, ±2 with an intensifier)."""
-    positive = rng.random() < 0.5
+    positive = rng.random() < positive_share
     word = rng.choice(POSITIVE if positive else NEGATIVE)
     strength = 1.0
     if rng.random() < 0.3:
@@ -51,9 +51,9 @@ def clause(rng: random.Random, aspect: str) -> tuple[str, float]:
     return f"{aspect} was {word}", strength if positive else -strength
 
 
-def review(rng: random.Random) -> tuple[str, float]:
+def review(rng: random.Random, positive_share: float = 0.5) -> tuple[str, float]:
     """A review of 1-3 clauses and its gold reward (sum of clause scores)."""
-    parts = [clause(rng, aspect) for aspect in rng.sample(ASPECTS, rng.randint(1, 3))]
+    parts = [clause(rng, aspect, positive_share) for aspect in rng.sample(ASPECTS, rng.randint(1, 3))]
     texts = [t for t, _ in parts]
     sentence = texts[0] if len(texts) == 1 else ", ".join(texts[:-1]) + " and " + texts[-1]
     return sentence[0].upper() + sentence[1:] + ".", sum(s for _, s in parts)
@@ -68,6 +68,11 @@ def gold_reward(text: str) -> float:
         if sign:
             score += sign * (2.0 if i > 0 and words[i - 1] in INTENSIFIERS else 1.0)
     return score
+
+
+def gold(prompt: str, response: str) -> float:
+    """The gold reward as a PPO reward function (``rlhfkit ppo --reward rlhfkit.synth:gold``)."""
+    return gold_reward(response)
 
 
 def _prompt(rng: random.Random) -> str:
@@ -114,3 +119,26 @@ def rankings(n: int, responses: int, seed: int) -> Iterator[dict]:
             "responses": [t for t, _ in ordered], "scores": [g for _, g in ordered],
             "open_ended": rng.random() < 0.5,
         }
+
+
+def reviews(n: int, seed: int, positive_share: float = 0.5) -> Iterator[dict]:
+    """n prompt -> review records (SFT data for the world's policy), each clause positive with
+    probability ``positive_share``: 0.5 is synth's own distribution, lower gives a reference
+    biased towards negative reviews (PM RLHF's biased-reference case)."""
+    if not 0.0 <= positive_share <= 1.0:
+        raise ValueError(f"--positive-share must lie in [0, 1], got {positive_share}")
+    rng = random.Random(f"reviews-{seed}")
+    for i in range(n):
+        prompt = _prompt(rng)
+        text, score = review(rng, positive_share)
+        yield {"id": f"synth-review-{seed}-{i}", "prompt": prompt, "response": text, "gold": score}
+
+
+def vocabulary() -> list[str]:
+    """Every word and punctuation mark synth writes, prompts included: the world's tokenizer."""
+    words: set[str] = set(POSITIVE) | set(NEGATIVE) | set(INTENSIFIERS) | {"was", "and", ",", ".", "'", "?"}
+    for phrase in ASPECTS + TITLES + [p.replace("{t}", "") for p in PROMPTS]:
+        for w in phrase.replace("'", " ' ").replace(".", " . ").replace("?", " ? ").split():
+            words.add(w)
+            words.add(w[0].upper() + w[1:])  # sentence-initial forms ("The plot was ...")
+    return sorted(words)

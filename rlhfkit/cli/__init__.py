@@ -17,6 +17,7 @@ from .ppo import ppo
 from .prompts import prompts
 from .strength import strength
 from .score import score
+from .sft import sft
 from .simulate import simulate_app
 from .synth import synth
 from .train_rm import train_rm
@@ -58,6 +59,7 @@ def _options(
 app.command("synth", short_help="Synthetic preference pairs with a hidden gold reward and known flipped labels.")(synth)
 app.command("validate", short_help="Check records against the contract; write them back with a stable id.")(validate)
 app.command("train-rm", short_help="Train a reward model (Bradley-Terry, margins, soft labels, rankings, contrastive, MetaRM).")(train_rm)
+app.command("sft", short_help="Supervised fine-tuning of a policy on prompt -> response records (TRL's SFTTrainer).")(sft)
 app.command("score", short_help="Add rewards to records from a reward model or ensemble.")(score)
 app.command("ensemble", short_help="K reward heads on a frozen backbone, or an ensemble of trained reward models.")(ensemble)
 app.command("strength", short_help="Per-pair preference strength: mean and std of out-of-sample reward margins.")(strength)

@@ -1,0 +1,453 @@
+"""The synth world: a policy that writes synth's film reviews, its transparent gold reward, proxy
+reward models, and four PPO experiments with tens of policies per arm on 2 CPU cores.
+
+A PPO step on the world's policy (GPT-2 shapes, 2 layers, 64 wide, one token per word) costs about
+0.2 s at batch 32 and 48 new tokens, so an arm of 20 policies trains in minutes. Every policy is
+judged by synth's gold reward (`rlhfkit.synth.gold_reward`) on held-out prompts.
+
+    python benchmarks/synth_world.py build          # world policies (unbiased, biased), reward models, ensemble
+    python benchmarks/synth_world.py step-cost      # PPO step: world policy vs SmolLM2-135M, same settings
+    python benchmarks/synth_world.py overopt        # 1. gold and proxy reward against sqrt(KL)
+    python benchmarks/synth_world.py uncertainty    # 2. KL vs variance-weighted KL, 20 policies each, matched KL
+    python benchmarks/synth_world.py pm             # 3. KL / PM / cPM from an unbiased and a biased reference
+    python benchmarks/synth_world.py cleaning       # 4. policies on noisy / cleaned / gold-label reward models
+
+Every policy's result is saved as it finishes (results/synth_world_<experiment>_cpu.json) and the
+script resumes where it stopped. --threads 1 lets two experiments run side by side on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from _run import read_jsonl, rlhfkit, save_json, write_jsonl
+
+RESULTS = Path(__file__).with_name("results")
+FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
+PPO_DEFAULTS = dict(batch_size=32, mini_batch_size=16, ppo_epochs=4, max_new_tokens=48, lr=1e-4, sample_steps=0,
+                    save_steps=0, score_clip=6.0, chat_template=False)
+
+
+# ---------------------------------------------------------------- the world
+
+def build(world: Path, sft_records: int = 20000) -> None:
+    """Policies (unbiased and biased reference), pair sets, reward models and the K = 10 ensemble."""
+    world.mkdir(parents=True, exist_ok=True)
+    for name, share in (("policy", 0.5), ("policy-negative", 0.2)):
+        if not (world / name / "config.json").exists():
+            rlhfkit("synth", "--kind", "reviews", "--n", sft_records, "--positive-share", share, "--seed", 0,
+                    "--out", world / f"reviews-{name}.jsonl")
+            rlhfkit("sft", world / f"reviews-{name}.jsonl", "--model", "synth-world", "--out", world / name,
+                    "--epochs", 3, "--lr", "3e-3", "--batch-size", 64)
+    files = {"noisy": ("--noise", 0.2), "gold-labels": ("--noise", 0.0)}
+    for name, (flag, value) in files.items():
+        if not (world / f"{name}.jsonl").exists():
+            rlhfkit("synth", "--n", 1000, flag, value, "--seed", 0, "--out", world / f"{name}.jsonl")
+    if not (world / "test.jsonl").exists():
+        rlhfkit("synth", "--n", 500, "--seed", 9, "--out", world / "test.jsonl")
+        rlhfkit("synth", "--n", 2000, "--seed", 11, "--out", world / "prompt-source.jsonl")
+        rows = read_jsonl(world / "prompt-source.jsonl")
+        write_jsonl(world / "train-prompts.jsonl", [{"prompt": r["prompt"]} for r in rows[:1000]])
+        write_jsonl(world / "eval-prompts.jsonl", [{"prompt": r["prompt"]} for r in rows[1000:1128]])
+    if not (world / "strength.jsonl").exists():  # the default `strength | clean --flip` pipeline
+        strength, _ = rlhfkit("strength", world / "noisy.jsonl")
+        (world / "strength.jsonl").write_text(strength)
+    if not (world / "cleaned.jsonl").exists():
+        rlhfkit("clean", world / "strength.jsonl", "--flip", "--out", world / "cleaned.jsonl")
+    for name in ("noisy", "cleaned", "gold-labels"):
+        if not (world / f"rm-{name}" / "rlhfkit.json").exists():
+            rlhfkit("train-rm", world / f"{name}.jsonl", "--model", world / "policy", "--out", world / f"rm-{name}",
+                    "--lr", "1e-3", "--epochs", 6, "--batch-size", 32, "--save-steps", 0)
+    if not (world / "ensemble" / "rlhfkit.json").exists():
+        rlhfkit("ensemble", world / "noisy.jsonl", "--from-rm", world / "rm-noisy", "--heads", 10, "--bootstrap",
+                "--epochs", 6, "--out", world / "ensemble")
+    accuracy = {}
+    for name in ("rm-noisy", "rm-cleaned", "rm-gold-labels", "ensemble"):
+        text, _ = rlhfkit("metrics", "accuracy", world / "test.jsonl", "--reward", world / name)
+        accuracy[name] = json.loads(text)["overall"]
+    save_json(world / "accuracy.json", accuracy)
+    print(json.dumps(accuracy))
+
+
+# ---------------------------------------------------------------- one policy: train, then judge by gold
+
+def train_policy(run_dir: Path, prompts: list, **settings) -> dict:
+    """One in-process PPO run (no interpreter start per policy); returns its training log."""
+    from rlhfkit.ppo.trainer import PPOConfig, train_ppo
+
+    cfg = PPOConfig(out=str(run_dir), **{**PPO_DEFAULTS, **settings})
+    t0 = time.perf_counter()
+    train_ppo(cfg, prompts, progress=False)
+    log = read_jsonl(run_dir / "log.jsonl")
+    return {"seconds_train": time.perf_counter() - t0, "log": log}
+
+
+def judge_policy(policy: str, reference: str, prompts: list, samples: int = 2, beta: float = 1.0) -> dict:
+    """Per held-out prompt: mean gold reward, KL to the reference and PM divergence (gold reward, β)
+    over ``samples`` responses; the policy-level numbers are means of these per-prompt values."""
+    import torch
+
+    from rlhfkit.metrics.core import pm_divergence
+    from rlhfkit.metrics.sampling import sample_with_logprobs
+    from rlhfkit.synth import gold_reward
+
+    rows = sample_with_logprobs(policy, prompts, n=samples, ref=reference, batch_size=64,
+                                max_new_tokens=PPO_DEFAULTS["max_new_tokens"], seed=1234, chat_template=False)
+    by_prompt: list[list[dict]] = [[] for _ in prompts]
+    for r in rows:
+        by_prompt[r["prompt_index"]].append(r)
+    gold = [[gold_reward(r["response"]) for r in rs] for rs in by_prompt]
+    logp = torch.tensor([[r["logp"] for r in rs] for rs in by_prompt])
+    pm = pm_divergence(logp, torch.tensor(gold), beta).tolist()
+    return {"gold": [statistics.fmean(g) for g in gold],
+            "kl": [statistics.fmean(r["logp"] - r["ref_logp"] for r in rs) for rs in by_prompt],
+            "pm_divergence": pm,
+            "length": statistics.fmean(r["length"] for r in rows),
+            "example": by_prompt[0][0]["response"]}
+
+
+def run_arm(result: dict, path: Path, runs_dir: Path, arm: str, names: list[str], settings_of, prompts, eval_prompts,
+            reference_of, beta_for_pm=1.0) -> None:
+    """Train and judge each named policy of an arm that the result does not hold yet; save after each."""
+    policies = result.setdefault("arms", {}).setdefault(arm, {})
+    for name in names:
+        if name in policies:
+            continue
+        run_dir = runs_dir / arm / name
+        settings = settings_of(name)
+        trained = train_policy(run_dir, prompts, **settings)
+        judged = judge_policy(str(run_dir), reference_of(name), eval_prompts, beta=beta_for_pm)
+        tail = trained["log"][-5:]
+        policies[name] = {**judged, "seconds_train": trained["seconds_train"],
+                          "train_reward_last5": statistics.fmean(e["reward_mean"] for e in tail),
+                          "beta": settings.get("beta")}
+        shutil.rmtree(run_dir, ignore_errors=True)  # a policy is 0.5 MB, but hundreds add up; the numbers are kept
+        save_json(path, result)
+        print(f"{arm}/{name}: gold {statistics.fmean(judged['gold']):+.3f}  kl {statistics.fmean(judged['kl']):.3f}  "
+              f"pm {statistics.fmean(judged['pm_divergence']):.3f}", flush=True)
+
+
+# ---------------------------------------------------------------- statistics over policies and prompts
+
+def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of statistic(policy indices, prompt indices), both resampled."""
+    rng = random.Random(seed)
+    values = sorted(statistic([rng.randrange(n_policies) for _ in range(n_policies)],
+                              [rng.randrange(n_prompts) for _ in range(n_prompts)]) for _ in range(draws))
+    return [values[int(0.025 * draws)], values[int(0.975 * draws) - 1]]
+
+
+def policy_means(values: list[list[float]], policies, prompts) -> list[float]:
+    return [statistics.fmean(values[i][j] for j in prompts) for i in policies]
+
+
+def arm_table(policies: dict, key: str = "gold") -> tuple[list[list[float]], dict]:
+    """An arm's per-policy, per-prompt values of ``key``, and its mean and across-policy variance with intervals."""
+    values = [p[key] for p in policies.values()]
+    n, m = len(values), len(values[0])
+    mean = lambda P, Q: statistics.fmean(policy_means(values, P, Q))
+    var = lambda P, Q: statistics.variance(policy_means(values, P, Q)) if len(set(P)) > 1 else 0.0
+    every = range(n), range(m)
+    return values, {"policies": n, "mean": mean(*every), "mean_ci95": bootstrap(mean, n, m),
+                    "variance_across_policies": var(*every), "variance_ci95": bootstrap(var, n, m)}
+
+
+def paired_difference(a: list[list[float]], b: list[list[float]], statistic) -> dict:
+    """statistic(a) − statistic(b) with the policies paired by index (same head / seed) and the prompts
+    shared; both resampled together."""
+    n, m = min(len(a), len(b)), len(a[0])
+    diff = lambda P, Q: statistic(policy_means(a, P, Q)) - statistic(policy_means(b, P, Q))
+    return {"value": diff(range(n), range(m)), "ci95": bootstrap(diff, n, m)}
+
+
+def mean_kl(policies: dict) -> float:
+    return statistics.fmean(statistics.fmean(p["kl"]) for p in policies.values())
+
+
+# ---------------------------------------------------------------- β for a target KL
+
+def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, prompts, eval_prompts, reference: str,
+              target_kl: float, betas=(0.02, 0.08, 0.32), pilots: int = 3) -> float:
+    """β at which the arm's held-out KL to the reference reaches ``target_kl``: pilot policies at a few
+    β, then log-linear interpolation of log KL against log β (KL falls as β grows)."""
+    pilot = result.setdefault("beta_pilots", {}).setdefault(key, {})
+    for beta in betas:
+        if str(beta) in pilot:
+            continue
+        pol = {}
+        for i in range(pilots):
+            run_dir = runs_dir / "pilot" / f"{key}-{beta}-{i}"
+            train_policy(run_dir, prompts, **{**settings_of(i), "beta": beta, "seed": 1000 + i})
+            pol[str(i)] = judge_policy(str(run_dir), reference, eval_prompts)
+            shutil.rmtree(run_dir, ignore_errors=True)
+        pilot[str(beta)] = mean_kl(pol)
+        save_json(path, result)
+        print(f"pilot {key} beta {beta}: KL {pilot[str(beta)]:.3f}", flush=True)
+    points = sorted((math.log(float(b)), math.log(max(kl, 1e-3))) for b, kl in pilot.items())
+    goal = math.log(target_kl)
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if min(y0, y1) <= goal <= max(y0, y1) and y0 != y1:
+            return round(math.exp(x0 + (goal - y0) * (x1 - x0) / (y1 - y0)), 5)
+    (x0, y0), (x1, y1) = (points[0], points[1]) if goal > points[0][1] else (points[-2], points[-1])
+    slope = (y1 - y0) / (x1 - x0) if x1 != x0 and y1 != y0 else -1.0
+    return round(math.exp(x0 + (goal - y0) / slope), 5)
+
+
+# ---------------------------------------------------------------- experiments
+
+def world_paths(world: Path):
+    prompts = [r["prompt"] for r in read_jsonl(world / "train-prompts.jsonl")]
+    eval_prompts = [r["prompt"] for r in read_jsonl(world / "eval-prompts.jsonl")]
+    return prompts, eval_prompts
+
+
+def step_cost(world: Path, steps: int = 3) -> dict:
+    """Seconds per PPO step (batch 32, 48 new tokens) for the world's policy and SmolLM2-135M, in one run."""
+    prompts, _ = world_paths(world)
+    runs = world / "runs" / "step-cost"
+    out = {}
+    for name, policy in (("world", str(world / "policy")), ("smollm2-135m", "smollm2-135m")):
+        trained = train_policy(runs / name, prompts, policy=policy, reward="rlhfkit.synth:gold", steps=steps)
+        per_step = [e["seconds"] for e in trained["log"][1:]]  # the first step also warms caches up
+        out[name] = {"seconds_per_step": statistics.fmean(per_step), "steps_timed": len(per_step)}
+        shutil.rmtree(runs / name, ignore_errors=True)
+    out["ratio"] = out["world"]["seconds_per_step"] / out["smollm2-135m"]["seconds_per_step"]
+    out["settings"] = {k: PPO_DEFAULTS[k] for k in ("batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens")}
+    return out
+
+
+def overopt(world: Path, result: dict, path: Path, seeds: int, steps: int) -> None:
+    """Gao et al.'s picture: PPO against the noisy proxy with no KL penalty; proxy and gold reward of
+    every training batch against sqrt(KL) of that batch."""
+    from rlhfkit.synth import gold_reward
+
+    prompts, _ = world_paths(world)
+    runs = result.setdefault("runs", {})
+    for seed in range(seeds):
+        if str(seed) in runs:
+            continue
+        run_dir = world / "runs" / "overopt" / f"seed{seed}"
+        trained = train_policy(run_dir, prompts, policy=str(world / "policy"), reward=str(world / "rm-noisy"),
+                               normalize_reward=True, beta=0.0, steps=steps, sample_steps=1, seed=seed)
+        samples = read_jsonl(run_dir / "samples.jsonl")
+        gold: dict[int, list[float]] = {}
+        for s in samples:
+            gold.setdefault(s["step"], []).append(gold_reward(s["response"]))
+        runs[str(seed)] = [{"step": e["step"], "kl": e["kl"], "proxy": e["reward_mean"],
+                            "gold": statistics.fmean(gold[e["step"]])} for e in trained["log"]]
+        shutil.rmtree(run_dir, ignore_errors=True)
+        save_json(path, result)
+        print(f"overopt seed {seed}: final proxy {runs[str(seed)][-1]['proxy']:.2f} gold {runs[str(seed)][-1]['gold']:.2f}", flush=True)
+
+
+def overopt_summary(result: dict, bins: int = 8) -> dict:
+    """Gold and proxy reward by sqrt(KL) bin, averaged over the seeds, with intervals over seeds."""
+    rows = [r for run in result["runs"].values() for r in run]
+    top = max(math.sqrt(max(r["kl"], 0)) for r in rows)
+    edges = [top * i / bins for i in range(bins + 1)]
+    table = []
+    for lo, hi in zip(edges, edges[1:]):
+        per_seed_gold, per_seed_proxy = [], []
+        for run in result["runs"].values():
+            inside = [r for r in run if lo <= math.sqrt(max(r["kl"], 0)) < hi or (hi == top and math.sqrt(max(r["kl"], 0)) == top)]
+            if inside:
+                per_seed_gold.append(statistics.fmean(r["gold"] for r in inside))
+                per_seed_proxy.append(statistics.fmean(r["proxy"] for r in inside))
+        if len(per_seed_gold) >= 2:
+            idx = range(len(per_seed_gold))
+            ci = bootstrap(lambda P, Q: statistics.fmean(per_seed_gold[i] for i in P), len(per_seed_gold), 1)
+            table.append({"sqrt_kl": (lo + hi) / 2, "seeds": len(per_seed_gold), "gold": statistics.fmean(per_seed_gold),
+                          "gold_ci95": ci, "proxy": statistics.fmean(per_seed_proxy)})
+    peak = max(table, key=lambda r: r["gold"])
+    return {"bins": table, "gold_peak_sqrt_kl": peak["sqrt_kl"], "gold_at_peak": peak["gold"],
+            "gold_at_end": table[-1]["gold"], "proxy_at_end": table[-1]["proxy"],
+            "gold_falls_after_peak": table[-1]["gold_ci95"][1] < peak["gold_ci95"][0]}
+
+
+def uncertainty(world: Path, result: dict, path: Path, a) -> None:
+    """2. One policy per reward head (cycling over the K heads, new seed each cycle), vanilla KL against
+    variance-weighted KL (σ: the ensemble's std), β per method tuned to the same held-out KL."""
+    from safetensors import safe_open
+
+    prompts, eval_prompts = world_paths(world)
+    policy, runs_dir = str(world / "policy"), world / "runs" / "uncertainty"
+    with safe_open(str(world / "ensemble" / "heads.safetensors"), "pt") as f:
+        heads = f.get_tensor(next(iter(f.keys()))).shape[0]
+    names = [f"head{i % heads}-seed{i // heads}" for i in range(a.policies)]
+    parse = lambda name: (int(name.split("-")[0][4:]), int(name.split("seed")[1]))
+    base = dict(policy=policy, reward=str(world / "ensemble"), steps=a.steps)
+    methods = {"kl": dict(regularizer="kl"), "var-kl": dict(regularizer="var-kl", variance_power=1.0)}
+    betas = result.setdefault("betas", {})
+    for method, flags in methods.items():
+        pilot_settings = lambda i, flags=flags: {**base, **flags, "reward_head": i % heads}
+        if method not in betas:
+            betas[method] = tune_beta(result, path, runs_dir, method, pilot_settings, prompts, eval_prompts, policy,
+                                      a.target_kl, pilots=a.pilots)
+            save_json(path, result)
+        run_arm(result, path, runs_dir, method, names,
+                lambda name, flags=flags, m=method: {**base, **flags, "reward_head": parse(name)[0],
+                                                     "seed": parse(name)[1], "beta": betas[m]},
+                prompts, eval_prompts, lambda name: policy)
+    arms = result["arms"]
+    summary = {m: arm_table(arms[m])[1] | {"kl": mean_kl(arms[m])} for m in methods}
+    a_vals, b_vals = arm_table(arms["var-kl"])[0], arm_table(arms["kl"])[0]
+    summary["var_kl_minus_kl"] = {"mean": paired_difference(a_vals, b_vals, statistics.fmean),
+                                  "variance": paired_difference(a_vals, b_vals, statistics.variance)}
+    summary["kl_ratio"] = summary["var-kl"]["kl"] / summary["kl"]["kl"]
+    result["summary"] = summary
+
+
+def pm(world: Path, result: dict, path: Path, a) -> None:
+    """3. KL-RLHF, PM and cPM (α = 0.3) against the gold reward, from the unbiased and the negatively
+    biased reference, at each β; PM divergence (gold reward, that β) and the bias each inherits."""
+    prompts, eval_prompts = world_paths(world)
+    refs = {"unbiased": str(world / "policy"), "biased": str(world / "policy-negative")}
+    names = [f"seed{s}" for s in range(a.policies)]
+    for beta in a.betas:
+        for ref_name, ref in refs.items():
+            for reg in ("kl", "pm", "cpm"):
+                run_arm(result, path, world / "runs" / "pm", f"{reg}-{ref_name}-beta{beta}", names,
+                        lambda name, reg=reg, ref=ref, beta=beta: dict(
+                            policy=ref, reward="rlhfkit.synth:gold", regularizer=reg, alpha=0.3, beta=beta,
+                            steps=a.steps, seed=int(name[4:])),
+                        prompts, eval_prompts, lambda name, ref=ref: ref, beta_for_pm=beta)
+    arms = result["arms"]
+    summary: dict = {arm: {"gold": arm_table(pol)[1], "pm_divergence": arm_table(pol, "pm_divergence")[1],
+                           "kl": mean_kl(pol)} for arm, pol in arms.items()}
+    column = lambda arm, key: [p[key] for p in arms[arm].values()]
+    for beta in a.betas:
+        for ref_name in refs:
+            for reg in ("pm", "cpm"):
+                summary[f"{reg}_minus_kl-{ref_name}-beta{beta}"] = paired_difference(
+                    column(f"{reg}-{ref_name}-beta{beta}", "pm_divergence"),
+                    column(f"kl-{ref_name}-beta{beta}", "pm_divergence"), statistics.fmean)
+        for reg in ("kl", "pm", "cpm"):  # the reference's bias carried into the policy: gold(unbiased) − gold(biased)
+            summary[f"bias_gap-{reg}-beta{beta}"] = paired_difference(
+                column(f"{reg}-unbiased-beta{beta}", "gold"), column(f"{reg}-biased-beta{beta}", "gold"),
+                statistics.fmean)
+    result["summary"] = summary
+
+
+def cleaning(world: Path, result: dict, path: Path, a) -> None:
+    """4. Policies against reward models trained on the noisy, the default-cleaned and the gold-label
+    pairs, β per reward model tuned to the same held-out KL; their gold reward."""
+    prompts, eval_prompts = world_paths(world)
+    policy, runs_dir = str(world / "policy"), world / "runs" / "cleaning"
+    names = [f"seed{s}" for s in range(a.policies)]
+    betas = result.setdefault("betas", {})
+    for data in ("noisy", "cleaned", "gold-labels"):
+        base = dict(policy=policy, reward=str(world / f"rm-{data}"), normalize_reward=True, steps=a.steps)
+        if data not in betas:
+            betas[data] = tune_beta(result, path, runs_dir, data, lambda i, base=base: base, prompts, eval_prompts,
+                                    policy, a.target_kl, pilots=a.pilots)
+            save_json(path, result)
+        run_arm(result, path, runs_dir, data, names,
+                lambda name, base=base, d=data: {**base, "seed": int(name[4:]), "beta": betas[d]},
+                prompts, eval_prompts, lambda name: policy)
+    arms = result["arms"]
+    summary = {d: arm_table(arms[d])[1] | {"kl": mean_kl(arms[d])} for d in arms}
+    vals = {d: arm_table(arms[d])[0] for d in arms}
+    for d in ("cleaned", "gold-labels"):
+        summary[f"{d}_minus_noisy"] = paired_difference(vals[d], vals["noisy"], statistics.fmean)
+    result["summary"] = summary
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("experiment", choices=["build", "step-cost", "overopt", "uncertainty", "pm", "cleaning"])
+    ap.add_argument("--world", default="bench-out/synth_world")
+    ap.add_argument("--steps", type=int, default=60, help="PPO steps per policy")
+    ap.add_argument("--policies", type=int, default=20, help="policies per arm (uncertainty: per method, cycling over the heads)")
+    ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
+    ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
+    ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
+    ap.add_argument("--seeds", type=int, default=5, help="overopt: policies")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--result", default=None, help="result JSON (default results/synth_world_<experiment>_cpu.json)")
+    ap.add_argument("--no-figure", action="store_true")
+    a = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(a.threads)
+    world = Path(a.world)
+    if a.experiment == "build":
+        build(world)
+        return {}
+    path = Path(a.result) if a.result else RESULTS / f"synth_world_{a.experiment.replace('-', '_')}_cpu.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    result["command"] = "python benchmarks/synth_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.experiment == "step-cost":
+        result.update(step_cost(world))
+    elif a.experiment == "overopt":
+        overopt(world, result, path, seeds=a.seeds, steps=a.steps)
+        result["summary"] = overopt_summary(result)
+    else:
+        {"uncertainty": uncertainty, "pm": pm, "cleaning": cleaning}[a.experiment](world, result, path, a)
+    save_json(path, result)
+    if not a.no_figure and a.experiment != "step-cost":
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        figure(a.experiment, result, FIGURES / f"synth_world_{a.experiment}.png")
+    print(json.dumps(result.get("summary", {k: v for k, v in result.items() if k != "arms"}), indent=1)[:4000])
+    return result
+
+
+def figure(experiment: str, result: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if experiment == "overopt":
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, run in enumerate(result["runs"].values()):
+            x = [math.sqrt(max(r["kl"], 0)) for r in run]
+            ax.plot(x, [r["proxy"] for r in run], color="tab:orange", alpha=0.3, lw=0.8, label="proxy (per seed)" if i == 0 else None)
+            ax.plot(x, [r["gold"] for r in run], color="tab:blue", alpha=0.3, lw=0.8, label="gold (per seed)" if i == 0 else None)
+        bins = result["summary"]["bins"]
+        ax.errorbar([b["sqrt_kl"] for b in bins], [b["gold"] for b in bins],
+                    yerr=[[b["gold"] - b["gold_ci95"][0] for b in bins], [b["gold_ci95"][1] - b["gold"] for b in bins]],
+                    color="tab:blue", marker="o", label="gold, binned (95% CI over seeds)")
+        ax.plot([b["sqrt_kl"] for b in bins], [b["proxy"] for b in bins], "o-", color="tab:orange", label="proxy, binned")
+        ax.set(xlabel="sqrt(KL to the reference), per training batch", ylabel="reward per response",
+               title="Over-optimisation: proxy RM from 1,000 noisy pairs, no KL penalty")
+    else:
+        summary = result["summary"]
+        key = "gold"
+        arms = list(result["arms"])
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for i, arm in enumerate(arms):
+            values = [statistics.fmean(p[key]) for p in result["arms"][arm].values()]
+            axes[0].scatter([i + random.Random(j).uniform(-0.15, 0.15) for j in range(len(values))], values, s=12, alpha=0.6)
+            row = summary[arm] if "mean" in summary[arm] else summary[arm]["gold"]
+            axes[0].errorbar([i], [row["mean"]], yerr=[[row["mean"] - row["mean_ci95"][0]], [row["mean_ci95"][1] - row["mean"]]],
+                             color="black", marker="_", ms=20, capsize=4)
+            if experiment == "pm":
+                pmrow = summary[arm]["pm_divergence"]
+                axes[1].errorbar([i], [pmrow["mean"]], yerr=[[pmrow["mean"] - pmrow["mean_ci95"][0]],
+                                                           [pmrow["mean_ci95"][1] - pmrow["mean"]]], marker="o", capsize=4)
+            else:
+                axes[1].errorbar([i], [row["variance_across_policies"]],
+                                 yerr=[[row["variance_across_policies"] - row["variance_ci95"][0]],
+                                       [row["variance_ci95"][1] - row["variance_across_policies"]]], marker="o", capsize=4)
+        for ax in axes:
+            ax.set_xticks(range(len(arms)))
+            ax.set_xticklabels([f"{a}\nKL {summary[a]['kl']:.2f}" for a in arms], fontsize=7)
+            ax.grid(alpha=0.3)
+        axes[0].set(ylabel="gold reward per policy (dots) and mean (95% CI)")
+        axes[1].set(ylabel="PM divergence (95% CI)" if experiment == "pm" else "variance of gold reward across policies (95% CI)")
+        fig.suptitle(f"synth world: {experiment}")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

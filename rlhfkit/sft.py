@@ -1,0 +1,95 @@
+"""Supervised fine-tuning of a policy on prompt -> response records, through TRL's SFTTrainer.
+
+The prompt is rendered exactly as ``ppo`` and ``generate`` render it (the chat template when the
+tokenizer has one), so the policy learns to continue the text it will later be asked to continue;
+the loss covers the response and its EOS only (TRL's completion-only loss).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+
+@dataclass
+class SFTSettings:
+    model: str
+    out: str
+    epochs: float = 1.0
+    lr: float = 1e-3
+    batch_size: int = 32
+    max_length: int = 256
+    warmup_ratio: float = 0.05
+    chat_template: bool | None = None
+    seed: int = 0
+
+
+def completion(prompt_text: str, response: str) -> str:
+    """The response as it follows the rendered prompt: a newline between them unless either side
+    already has whitespace there (the reward model's own joining rule, ``rewards.model.render``)."""
+    if not prompt_text or prompt_text[-1].isspace() or response[:1].isspace():
+        return response
+    return "\n" + response
+
+
+def sft_rows(tokenizer, pairs: Sequence[tuple[Any, str]], chat_template: bool | None = None) -> list[dict]:
+    """TRL prompt-completion rows from (prompt, response) pairs."""
+    from .ppo.policy import render_prompt
+
+    rows = []
+    for prompt, response in pairs:
+        text = render_prompt(tokenizer, prompt, chat_template)
+        rows.append({"prompt": text, "completion": completion(text, response)})
+    return rows
+
+
+def train_sft(settings: SFTSettings, pairs: Sequence[tuple[Any, str]], progress: bool = True) -> dict:
+    """Fine-tune ``settings.model`` on the pairs and save an ordinary model directory at ``settings.out``."""
+    import torch
+    from datasets import Dataset
+    from transformers import PrinterCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from .io import scratch_dir
+    from .models import load_model, load_tokenizer, write_meta
+    from .progress import task_progress
+
+    if os.environ.get("RLHFKIT_VERBOSE") != "1":
+        import datasets
+
+        datasets.disable_progress_bars()  # rlhfkit's own bar reports the training
+    torch.manual_seed(settings.seed)
+    tokenizer = load_tokenizer(settings.model)
+    model = load_model(settings.model, "causal-lm", dtype=torch.float32)
+    rows = sft_rows(tokenizer, pairs, settings.chat_template)
+    steps = math.ceil(len(rows) / settings.batch_size) * settings.epochs
+
+    with scratch_dir("sft") as scratch, task_progress("sft", int(math.ceil(steps)), enabled=progress) as advance:
+        class Progress(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if logs and "loss" in logs:
+                    self.loss = logs["loss"]
+
+            def on_step_end(self, args, state, control, **kwargs):
+                advance(1, loss=getattr(self, "loss", float("nan")))
+
+        config = SFTConfig(
+            output_dir=scratch, num_train_epochs=settings.epochs, learning_rate=settings.lr,
+            per_device_train_batch_size=settings.batch_size, warmup_steps=settings.warmup_ratio,  # a float < 1: a share
+            lr_scheduler_type="cosine", max_length=settings.max_length, seed=settings.seed, data_seed=settings.seed,
+            logging_steps=10, save_strategy="no", report_to=[], disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+            completion_only_loss=True, dataset_num_proc=None,
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, callbacks=[Progress()])
+        trainer.remove_callback(PrinterCallback)  # its log dicts would land on stdout, which carries records
+        result = trainer.train()
+    model = trainer.model
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(settings.out)
+    tokenizer.save_pretrained(settings.out)
+    write_meta(settings.out, {"stage": "sft", "base": settings.model, "records": len(rows),
+                              "epochs": settings.epochs, "lr": settings.lr, "seed": settings.seed})
+    return {"records": len(rows), "steps": result.global_step, "train_loss": result.training_loss}
