@@ -168,6 +168,30 @@ def paired_difference(a: list[list[float]], b: list[list[float]], statistic) -> 
     return {"value": diff(range(n), range(m)), "ci95": bootstrap(diff, n, m)}
 
 
+def paired_relative(a: list[list[float]], b: list[list[float]]) -> dict:
+    """mean(a) / mean(b) − 1, policies paired by index and prompts shared, both resampled: an effect
+    comparable across metric scales (the paper's cPM: 0.68 / 1.16 − 1 = −41%)."""
+    n, m = min(len(a), len(b)), len(a[0])
+    rel = lambda P, Q: statistics.fmean(policy_means(a, P, Q)) / statistics.fmean(policy_means(b, P, Q)) - 1
+    return {"value": rel(range(n), range(m)), "ci95": bootstrap(rel, n, m)}
+
+
+def kl_optimum_gold(reference: str, prompts: list, beta: float, samples: int = 8) -> dict:
+    """The gold reward of KL-RLHF's optimum π ∝ π_ref·exp(r/β), estimated from the reference's own
+    samples by self-normalised importance weights exp(r/β); with its effective sample size."""
+    from rlhfkit.metrics.sampling import sample_with_logprobs
+    from rlhfkit.synth import gold_reward
+
+    rows = sample_with_logprobs(reference, prompts, n=samples, batch_size=128, logprobs=False, seed=99,
+                                max_new_tokens=PPO_DEFAULTS["max_new_tokens"], chat_template=False)
+    gold = [gold_reward(r["response"]) for r in rows]
+    top = max(gold)
+    w = [math.exp((g - top) / beta) for g in gold]
+    return {"samples": len(gold), "gold_reference": statistics.fmean(gold),
+            "gold_kl_optimum": sum(wi * g for wi, g in zip(w, gold)) / sum(w),
+            "effective_samples": sum(w) ** 2 / sum(wi * wi for wi in w)}
+
+
 def mean_kl(policies: dict) -> float:
     return statistics.fmean(statistics.fmean(p["kl"]) for p in policies.values())
 
@@ -195,10 +219,38 @@ def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, p
     goal = math.log(target_kl)
     for (x0, y0), (x1, y1) in zip(points, points[1:]):
         if min(y0, y1) <= goal <= max(y0, y1) and y0 != y1:
-            return round(math.exp(x0 + (goal - y0) * (x1 - x0) / (y1 - y0)), 5)
+            return float(f"{math.exp(x0 + (goal - y0) * (x1 - x0) / (y1 - y0)):.5g}")
     (x0, y0), (x1, y1) = (points[0], points[1]) if goal > points[0][1] else (points[-2], points[-1])
     slope = (y1 - y0) / (x1 - x0) if x1 != x0 and y1 != y0 else -1.0
-    return round(math.exp(x0 + (goal - y0) / slope), 5)
+    return float(f"{min(100.0, max(1e-4, math.exp(x0 + (goal - y0) / slope))):.5g}")
+
+
+def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: list[str], settings_of, prompts,
+                eval_prompts, reference_of, target_kl: float, tolerance: float = 0.1, rounds: int = 4) -> str:
+    """Run ``method``'s whole arm at its tuned β; while the arm's mean held-out KL misses ``target_kl`` by
+    more than ``tolerance`` (relative), move β along the log KL - log β line through the arm's own runs
+    (the pilots' slope while there is only one) and run the arm again. Every arm run is kept (they are
+    points of the method's reward-KL frontier); returns the key of the arm that matched, or the closest."""
+    betas, arms = result["betas"], result.setdefault("arms", {})
+    pilots = sorted((math.log(float(b)), math.log(max(k, 1e-3))) for b, k in result["beta_pilots"][method].items())
+    slope = (pilots[-1][1] - pilots[0][1]) / (pilots[-1][0] - pilots[0][0]) if len(pilots) > 1 else -1.0
+    slope = slope if slope < -0.05 else -1.0  # KL falls as β grows; a flat or rising pilot line is noise
+    for _ in range(rounds):
+        key = f"{method}@{betas[method]}"
+        run_arm(result, path, runs_dir, key, names, lambda name: {**settings_of(name), "beta": betas[method]},
+                prompts, eval_prompts, reference_of)
+        done = [(math.log(float(k.split("@")[1])), math.log(max(mean_kl(a), 1e-3))) for k, a in arms.items()
+                if k.startswith(method + "@") and len(a) == len(names)]
+        if abs(mean_kl(arms[key]) / target_kl - 1) <= tolerance:
+            return key
+        if len(done) >= 2:
+            (x0, y0), (x1, y1) = sorted(done)[-2:] if len(done) == 2 else sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]
+            slope = (y1 - y0) / (x1 - x0) if x1 != x0 and (y1 - y0) / (x1 - x0) < 0 else slope
+        x, y = math.log(betas[method]), math.log(max(mean_kl(arms[key]), 1e-3))
+        betas[method] = float(f"{min(100.0, max(1e-4, math.exp(x + (math.log(target_kl) - y) / slope))):.5g}")
+        save_json(path, result)
+    keys = [k for k in arms if k.startswith(method + "@") and len(arms[k]) == len(names)]
+    return min(keys, key=lambda k: abs(mean_kl(arms[k]) / target_kl - 1))
 
 
 # ---------------------------------------------------------------- experiments
@@ -284,23 +336,32 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     names = [f"head{i % heads}-seed{i // heads}" for i in range(a.policies)]
     parse = lambda name: (int(name.split("-")[0][4:]), int(name.split("seed")[1]))
     base = dict(policy=policy, reward=str(world / "ensemble"), steps=a.steps)
-    methods = {"kl": dict(regularizer="kl"), "var-kl": dict(regularizer="var-kl", variance_power=1.0)}
+    methods = {"var-kl": dict(regularizer="var-kl", variance_power=1.0), "kl": dict(regularizer="kl")}
     betas = result.setdefault("betas", {})
+    arms = result.setdefault("arms", {})
+    for method in methods:  # results of the version that kept one arm per method under the method's name
+        if method in arms and method in betas:
+            arms[f"{method}@{betas[method]}"] = arms.pop(method)
+    used, target = {}, a.target_kl
     for method, flags in methods.items():
         pilot_settings = lambda i, flags=flags: {**base, **flags, "reward_head": i % heads}
         if method not in betas:
             betas[method] = tune_beta(result, path, runs_dir, method, pilot_settings, prompts, eval_prompts, policy,
                                       a.target_kl, pilots=a.pilots)
             save_json(path, result)
-        run_arm(result, path, runs_dir, method, names,
-                lambda name, flags=flags, m=method: {**base, **flags, "reward_head": parse(name)[0],
-                                                     "seed": parse(name)[1], "beta": betas[m]},
-                prompts, eval_prompts, lambda name: policy)
-    arms = result["arms"]
-    summary = {m: arm_table(arms[m])[1] | {"kl": mean_kl(arms[m])} for m in methods}
-    a_vals, b_vals = arm_table(arms["var-kl"])[0], arm_table(arms["kl"])[0]
+        settings_of = lambda name, flags=flags: {**base, **flags, "reward_head": parse(name)[0], "seed": parse(name)[1]}
+        used[method] = matched_arm(result, path, runs_dir, method, names, settings_of, prompts, eval_prompts,
+                                   lambda name: policy, target, a.kl_tolerance)
+        target = mean_kl(arms[used[method]])  # the second method is matched to the first's achieved KL
+    result["matched_arms"] = used
+    summary = {m: arm_table(arms[used[m]])[1] | {"kl": mean_kl(arms[used[m]]), "beta": float(used[m].split("@")[1]),
+                                                 "kl_median": statistics.median(statistics.fmean(p["kl"]) for p in arms[used[m]].values())}
+               for m in methods}
+    a_vals, b_vals = arm_table(arms[used["var-kl"]])[0], arm_table(arms[used["kl"]])[0]
     summary["var_kl_minus_kl"] = {"mean": paired_difference(a_vals, b_vals, statistics.fmean),
                                   "variance": paired_difference(a_vals, b_vals, statistics.variance)}
+    summary["frontier"] = {k: {"kl": mean_kl(v), "gold": statistics.fmean(statistics.fmean(p["gold"]) for p in v.values()),
+                               "policies": len(v)} for k, v in arms.items()}
     summary["kl_ratio"] = summary["var-kl"]["kl"] / summary["kl"]["kl"]
     result["summary"] = summary
 
@@ -329,10 +390,19 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
                 summary[f"{reg}_minus_kl-{ref_name}-beta{beta}"] = paired_difference(
                     column(f"{reg}-{ref_name}-beta{beta}", "pm_divergence"),
                     column(f"kl-{ref_name}-beta{beta}", "pm_divergence"), statistics.fmean)
+            for reg in ("pm", "cpm"):
+                summary[f"{reg}_over_kl-{ref_name}-beta{beta}"] = paired_relative(
+                    column(f"{reg}-{ref_name}-beta{beta}", "pm_divergence"), column(f"kl-{ref_name}-beta{beta}", "pm_divergence"))
         for reg in ("kl", "pm", "cpm"):  # the reference's bias carried into the policy: gold(unbiased) − gold(biased)
             summary[f"bias_gap-{reg}-beta{beta}"] = paired_difference(
                 column(f"{reg}-unbiased-beta{beta}", "gold"), column(f"{reg}-biased-beta{beta}", "gold"),
                 statistics.fmean)
+    theory = result.setdefault("kl_optimum", {})
+    for beta in a.betas:
+        for ref_name, ref in refs.items():
+            if f"{ref_name}-beta{beta}" not in theory:
+                theory[f"{ref_name}-beta{beta}"] = kl_optimum_gold(ref, eval_prompts, beta)
+    summary["kl_optimum"] = theory
     result["summary"] = summary
 
 
@@ -343,17 +413,19 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
     policy, runs_dir = str(world / "policy"), world / "runs" / "cleaning"
     names = [f"seed{s}" for s in range(a.policies)]
     betas = result.setdefault("betas", {})
+    used, target = {}, a.target_kl
     for data in ("noisy", "cleaned", "gold-labels"):
         base = dict(policy=policy, reward=str(world / f"rm-{data}"), normalize_reward=True, steps=a.steps)
         if data not in betas:
             betas[data] = tune_beta(result, path, runs_dir, data, lambda i, base=base: base, prompts, eval_prompts,
                                     policy, a.target_kl, pilots=a.pilots)
             save_json(path, result)
-        run_arm(result, path, runs_dir, data, names,
-                lambda name, base=base, d=data: {**base, "seed": int(name[4:]), "beta": betas[d]},
-                prompts, eval_prompts, lambda name: policy)
-    arms = result["arms"]
-    summary = {d: arm_table(arms[d])[1] | {"kl": mean_kl(arms[d])} for d in arms}
+        used[data] = matched_arm(result, path, runs_dir, data, names, lambda name, base=base: {**base, "seed": int(name[4:])},
+                                 prompts, eval_prompts, lambda name: policy, target, a.kl_tolerance)
+        target = mean_kl(result["arms"][used[data]])  # later arms matched to the noisy arm's achieved KL
+    result["matched_arms"] = used
+    arms = {d: result["arms"][k] for d, k in used.items()}
+    summary = {d: arm_table(arms[d])[1] | {"kl": mean_kl(arms[d]), "beta": float(used[d].split("@")[1])} for d in arms}
     vals = {d: arm_table(arms[d])[0] for d in arms}
     for d in ("cleaned", "gold-labels"):
         summary[f"{d}_minus_noisy"] = paired_difference(vals[d], vals["noisy"], statistics.fmean)
@@ -367,6 +439,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=60, help="PPO steps per policy")
     ap.add_argument("--policies", type=int, default=20, help="policies per arm (uncertainty: per method, cycling over the heads)")
     ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
+    ap.add_argument("--kl-tolerance", type=float, default=0.1, help="relative gap between arms' mean KLs accepted as matched")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
     ap.add_argument("--seeds", type=int, default=5, help="overopt: policies")
@@ -421,10 +494,11 @@ def figure(experiment: str, result: dict, png: Path) -> None:
     else:
         summary = result["summary"]
         key = "gold"
-        arms = list(result["arms"])
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        matched = result.get("matched_arms")
+        arms = list(matched) if matched else list(result["arms"])
+        fig, axes = plt.subplots(1, 2, figsize=(max(11, 1.1 * len(arms)), 4.6))
         for i, arm in enumerate(arms):
-            values = [statistics.fmean(p[key]) for p in result["arms"][arm].values()]
+            values = [statistics.fmean(p[key]) for p in result["arms"][matched[arm] if matched else arm].values()]
             axes[0].scatter([i + random.Random(j).uniform(-0.15, 0.15) for j in range(len(values))], values, s=12, alpha=0.6)
             row = summary[arm] if "mean" in summary[arm] else summary[arm]["gold"]
             axes[0].errorbar([i], [row["mean"]], yerr=[[row["mean"] - row["mean_ci95"][0]], [row["mean_ci95"][1] - row["mean"]]],
@@ -439,10 +513,13 @@ def figure(experiment: str, result: dict, png: Path) -> None:
                                        [row["variance_ci95"][1] - row["variance_across_policies"]]], marker="o", capsize=4)
         for ax in axes:
             ax.set_xticks(range(len(arms)))
-            ax.set_xticklabels([f"{a}\nKL {summary[a]['kl']:.2f}" for a in arms], fontsize=7)
+            short = lambda a: a.replace("-unbiased", " unbiased").replace("-biased", " biased").replace("-beta", ", β ")
+            ax.set_xticklabels([f"{short(a)}\nKL {summary[a]['kl']:.2f}" for a in arms], fontsize=7, rotation=40, ha="right")
             ax.grid(alpha=0.3)
         axes[0].set(ylabel="gold reward per policy (dots) and mean (95% CI)")
         axes[1].set(ylabel="PM divergence (95% CI)" if experiment == "pm" else "variance of gold reward across policies (95% CI)")
+        if experiment == "pm":
+            axes[1].set_yscale("log")
         fig.suptitle(f"synth world: {experiment}")
     fig.tight_layout()
     fig.savefig(png, dpi=110)

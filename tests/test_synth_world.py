@@ -114,13 +114,16 @@ def _check_interval(row: dict, value_key: str, ci_key: str) -> None:
 def test_miniature_uncertainty_experiment(mini_world, tmp_path):
     bench = _bench()
     result = bench.main(["uncertainty", "--world", str(mini_world), "--policies", "2", "--steps", "2", "--pilots", "1",
-                         "--result", str(tmp_path / "u.json"), "--no-figure"])
+                         "--kl-tolerance", "1e9", "--result", str(tmp_path / "u.json"), "--no-figure"])
     assert json.loads((tmp_path / "u.json").read_text())["summary"] == json.loads(json.dumps(result["summary"]))
     assert set(result["betas"]) == {"kl", "var-kl"} and all(b > 0 for b in result["betas"].values())
     assert all(len(p) == 3 for p in result["beta_pilots"].values())
-    arms = result["arms"]
-    assert set(arms) == {"kl", "var-kl"} and all(set(a) == {"head0-seed0", "head1-seed0"} for a in arms.values())
-    for arm in arms.values():
+    assert set(result["matched_arms"]) == {"kl", "var-kl"}
+    arms = {m: result["arms"][k] for m, k in result["matched_arms"].items()}
+    assert all(set(a) == {"head0-seed0", "head1-seed0"} for a in arms.values())
+    for method, key in result["matched_arms"].items():  # each arm is named by its method and the β it ran at
+        assert key.startswith(method + "@") and float(key.split("@")[1]) > 0
+    for arm in result["arms"].values():
         assert all(len(p["gold"]) == len(p["kl"]) == len(p["pm_divergence"]) == 6 for p in arm.values())
     summary = result["summary"]
     for method in ("kl", "var-kl"):
@@ -137,6 +140,7 @@ def test_miniature_uncertainty_experiment(mini_world, tmp_path):
     assert diff["variance"]["value"] == pytest.approx(
         summary["var-kl"]["variance_across_policies"] - summary["kl"]["variance_across_policies"])
     assert summary["kl_ratio"] == pytest.approx(summary["var-kl"]["kl"] / summary["kl"]["kl"])
+    assert set(summary["frontier"]) == set(result["arms"])
     bench.figure("uncertainty", result, tmp_path / "u.png")
     assert (tmp_path / "u.png").stat().st_size > 0
 
