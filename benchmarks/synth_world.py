@@ -491,6 +491,7 @@ def figure(experiment: str, result: dict, png: Path) -> None:
         ax.plot([b["sqrt_kl"] for b in bins], [b["proxy"] for b in bins], "o-", color="tab:orange", label="proxy, binned")
         ax.set(xlabel="sqrt(KL to the reference), per training batch", ylabel="reward per response",
                title="Over-optimisation: proxy RM from 1,000 noisy pairs, no KL penalty")
+        ax.legend(fontsize=7)
     else:
         summary = result["summary"]
         key = "gold"
