@@ -240,11 +240,11 @@ def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: li
         run_arm(result, path, runs_dir, key, names, lambda name: {**settings_of(name), "beta": betas[method]},
                 prompts, eval_prompts, reference_of)
         done = [(math.log(float(k.split("@")[1])), math.log(max(mean_kl(a), 1e-3))) for k, a in arms.items()
-                if k.startswith(method + "@") and len(a) == len(names)]
+                if k.startswith(method + "@")]  # every arm run of this method, whatever its size
         if abs(mean_kl(arms[key]) / target_kl - 1) <= tolerance:
             return key
         if len(done) >= 2:
-            (x0, y0), (x1, y1) = sorted(done)[-2:] if len(done) == 2 else sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]
+            (x0, y0), (x1, y1) = sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]  # the two nearest the target
             slope = (y1 - y0) / (x1 - x0) if x1 != x0 and (y1 - y0) / (x1 - x0) < 0 else slope
         x, y = math.log(betas[method]), math.log(max(mean_kl(arms[key]), 1e-3))
         betas[method] = float(f"{min(100.0, max(1e-4, math.exp(x + (math.log(target_kl) - y) / slope))):.5g}")
@@ -351,7 +351,7 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
             save_json(path, result)
         settings_of = lambda name, flags=flags: {**base, **flags, "reward_head": parse(name)[0], "seed": parse(name)[1]}
         used[method] = matched_arm(result, path, runs_dir, method, names, settings_of, prompts, eval_prompts,
-                                   lambda name: policy, target, a.kl_tolerance)
+                                   lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
         target = mean_kl(arms[used[method]])  # the second method is matched to the first's achieved KL
     result["matched_arms"] = used
     summary = {m: arm_table(arms[used[m]])[1] | {"kl": mean_kl(arms[used[m]]), "beta": float(used[m].split("@")[1]),
@@ -421,7 +421,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
                                     policy, a.target_kl, pilots=a.pilots)
             save_json(path, result)
         used[data] = matched_arm(result, path, runs_dir, data, names, lambda name, base=base: {**base, "seed": int(name[4:])},
-                                 prompts, eval_prompts, lambda name: policy, target, a.kl_tolerance)
+                                 prompts, eval_prompts, lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
         target = mean_kl(result["arms"][used[data]])  # later arms matched to the noisy arm's achieved KL
     result["matched_arms"] = used
     arms = {d: result["arms"][k] for d, k in used.items()}
@@ -440,6 +440,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--policies", type=int, default=20, help="policies per arm (uncertainty: per method, cycling over the heads)")
     ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
     ap.add_argument("--kl-tolerance", type=float, default=0.1, help="relative gap between arms' mean KLs accepted as matched")
+    ap.add_argument("--kl-rounds", type=int, default=4, help="arm runs per method at most while matching the KL")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
     ap.add_argument("--seeds", type=int, default=5, help="overopt: policies")

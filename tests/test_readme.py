@@ -43,6 +43,7 @@ SPEED = {
     "pm-divergence": "--max-new-tokens 4",
     "generation": "--max-new-tokens 4",
     "ensemble": "--epochs 1",
+    "sft": "--epochs 0.01 --batch-size 8",
 }
 DEFAULT_MODEL = ("train-rm", "strength", "ensemble")
 
@@ -99,7 +100,7 @@ def fixtures(d: Path) -> None:
     write_jsonl(d / "rankings.jsonl", synth.rankings(12, 4, seed=0))
     gens = [{"id": f"g{i}", "prompt": r["prompt"], "response": r["chosen"]} for i, r in enumerate(synth.pairs(8, 0.0, seed=3))]
     for name in ("generations.jsonl", "policy_a.jsonl", "policy_b.jsonl", "a.jsonl", "b.jsonl", "gens_sft.jsonl",
-                 "gens_ppo.jsonl"):
+                 "gens_ppo.jsonl", "demos.jsonl"):
         write_jsonl(d / name, gens)
     write_jsonl(d / "meta.jsonl", [{"prompt": g["prompt"], "responses": [g["response"], g["response"] + " Truly."]}
                                    for g in gens])
