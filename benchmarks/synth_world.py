@@ -314,7 +314,6 @@ def overopt_summary(result: dict, bins: int = 8) -> dict:
                 per_seed_gold.append(statistics.fmean(r["gold"] for r in inside))
                 per_seed_proxy.append(statistics.fmean(r["proxy"] for r in inside))
         if len(per_seed_gold) >= 2:
-            idx = range(len(per_seed_gold))
             ci = bootstrap(lambda P, Q: statistics.fmean(per_seed_gold[i] for i in P), len(per_seed_gold), 1)
             table.append({"sqrt_kl": (lo + hi) / 2, "seeds": len(per_seed_gold), "gold": statistics.fmean(per_seed_gold),
                           "gold_ci95": ci, "proxy": statistics.fmean(per_seed_proxy)})

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -26,22 +28,16 @@ class SFTSettings:
     seed: int = 0
 
 
-def completion(prompt_text: str, response: str) -> str:
-    """The response as it follows the rendered prompt: a newline between them unless either side
-    already has whitespace there (the reward model's own joining rule, ``rewards.model.render``)."""
-    if not prompt_text or prompt_text[-1].isspace() or response[:1].isspace():
-        return response
-    return "\n" + response
-
-
 def sft_rows(tokenizer, pairs: Sequence[tuple[Any, str]], chat_template: bool | None = None) -> list[dict]:
     """TRL prompt-completion rows from (prompt, response) pairs."""
     from .ppo.policy import render_prompt
+    from .rewards.model import render
 
     rows = []
     for prompt, response in pairs:
         text = render_prompt(tokenizer, prompt, chat_template)
-        rows.append({"prompt": text, "completion": completion(text, response)})
+        # the reward model's joining rule: a newline between prompt and response unless either has whitespace
+        rows.append({"prompt": text, "completion": render(tokenizer, text, response)[len(text):]})
     return rows
 
 
@@ -88,8 +84,14 @@ def train_sft(settings: SFTSettings, pairs: Sequence[tuple[Any, str]], progress:
         result = trainer.train()
     model = trainer.model
     model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(settings.out)
-    tokenizer.save_pretrained(settings.out)
-    write_meta(settings.out, {"stage": "sft", "base": settings.model, "records": len(rows),
-                              "epochs": settings.epochs, "lr": settings.lr, "seed": settings.seed})
+    out = Path(settings.out)  # written whole into a temporary folder first: an interrupted save leaves no half model
+    tmp = out / ".sft-tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    write_meta(str(tmp), {"stage": "sft", "base": settings.model, "records": len(rows),
+                          "epochs": settings.epochs, "lr": settings.lr, "seed": settings.seed})
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
     return {"records": len(rows), "steps": result.global_step, "train_loss": result.training_loss}
