@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 
 def finish() -> None:
@@ -25,6 +26,28 @@ def warn_single_cpu_launch() -> None:
              "`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml` or `torchrun --nproc_per_node N`")
 
 
+def engine(accelerator) -> str:
+    """What the run was sharded by, for rlhfkit.json: NO, MULTI_CPU, MULTI_GPU, DEEPSPEED-ZeRO2/3, FSDP1/2."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        return f"DEEPSPEED-ZeRO{getattr(accelerator.state.deepspeed_plugin, 'zero_stage', '?')}"
+    if kind == DistributedType.FSDP:
+        return f"FSDP{getattr(accelerator.state.fsdp_plugin, 'fsdp_version', 1)}"
+    return kind.value
+
+
+def shards_parameters(accelerator) -> bool:
+    """FSDP and ZeRO-3 gather a layer's weights from every process at each forward: there, every
+    process must run the same forwards (no data-dependent splitting, evaluation on all of them)."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    return kind == DistributedType.FSDP or (
+        kind == DistributedType.DEEPSPEED and getattr(accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3)
+
+
 def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
     """rlhfkit's checkpoints (tensors and JSON, no pickles) hold whole, unsharded state; under FSDP or
     DeepSpeed each process holds a shard, so checkpointing there is refused rather than half-done."""
@@ -38,40 +61,27 @@ def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
                          "run sharded engines with --save-steps 0")
 
 
-def check_sharded_eval(accelerator, evaluating: bool) -> None:
-    """train-rm's --eval scores on the main process alone; under FSDP or DeepSpeed ZeRO that forward
-    needs every process (collectives), so it would hang: refused up front until evaluation is sharded."""
-    from accelerate.utils import DistributedType
-
-    from .io import UsageError
-
-    if evaluating and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise UsageError(f"--eval under {accelerator.distributed_type.value}: evaluation runs on the main process "
-                         "alone and would wait forever for the other shards; evaluate afterwards with "
-                         "`rlhfkit metrics accuracy`, or train under DDP")
-
-
 def check_ppo_engine(accelerator, separate_critic: bool) -> None:
     """What ppo cannot do on a sharded engine, refused before any model is loaded:
-    - ZeRO-3's ``zero3_init_flag`` partitions every ``from_pretrained`` at load, and FSDP's
-      ``cpu_ram_efficient_loading`` gives processes > 0 empty weights that only wrapped models
-      receive: the frozen reference and reward models are never wrapped, so they would run empty;
-    - one DeepSpeed engine wraps one model: with ``--critic separate`` the actor would train outside it."""
+    - FSDP's ``cpu_ram_efficient_loading`` gives processes > 0 empty weights that only wrapped models
+      receive: the frozen reference and reward models are never wrapped, so they would run empty
+      (ZeRO-3's partitioned loading is avoided instead: ``unsharded_loading``);
+    - one DeepSpeed engine wraps one model: with ``--critic separate`` the actor would train outside it;
+      accelerate's FSDP2 prepares one model only (it raises at ``prepare``)."""
     from accelerate.utils import DistributedType
 
     from .io import UsageError
 
     kind = accelerator.distributed_type
     if kind == DistributedType.DEEPSPEED:
-        if getattr(getattr(accelerator.state, "deepspeed_plugin", None), "zero3_init_flag", False):
-            raise UsageError("zero3_init_flag: true partitions the frozen reference and reward models at load, "
-                             "and they never join an engine; set `zero3_init_flag: false` in the accelerate config "
-                             "(recipes/accelerate/zero3.yaml does)")
         if separate_critic:
             raise UsageError("--critic separate under DeepSpeed: one engine wraps one model, so the actor would "
                              "train outside it; use --critic shared, or DDP/FSDP")
-    if kind == DistributedType.FSDP and getattr(getattr(accelerator.state, "fsdp_plugin", None),
-                                                "cpu_ram_efficient_loading", False):
+    plugin = getattr(accelerator.state, "fsdp_plugin", None)
+    if kind == DistributedType.FSDP and separate_critic and getattr(plugin, "fsdp_version", 1) == 2:
+        raise UsageError("--critic separate under FSDP2: accelerate prepares one model with fsdp_version 2, and the "
+                         "critic is a second one; use --critic shared, or DDP")
+    if kind == DistributedType.FSDP and getattr(plugin, "cpu_ram_efficient_loading", False):
         raise UsageError("fsdp_cpu_ram_efficient_loading: true leaves the frozen reference and reward models empty on "
                          "every process but the first (only wrapped models get its weights); set it false in the "
                          "accelerate config (recipes/accelerate/fsdp.yaml does)")
@@ -110,3 +120,113 @@ class ShardedByLayer:
                 if isinstance(name, str) and name not in names:
                     names.append(name)
         return names
+
+
+@contextmanager
+def unsharded_loading(accelerator):
+    """Models load whole inside this block. Under ZeRO-3 accelerate keeps a DeepSpeed config alive that
+    makes transformers partition every ``from_pretrained`` at load (``zero.Init``) whatever the
+    config's ``zero3_init_flag`` says; a model partitioned that way is usable only inside an engine.
+    ppo's frozen reference and reward model never join one, so ppo loads its models here and the
+    engine partitions the trained one at ``prepare``."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        yield
+        return
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    kept = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = kept
+
+
+def fully_sharded_units(model) -> list:
+    """The FSDP2 (``fully_shard``) units of a model, root included; empty for FSDP1 or none."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch < 2.6
+        return []
+    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+
+
+@contextmanager
+def full_parameters(accelerator, model):
+    """Every process holds all of ``model``'s weights inside this block, which every process must
+    enter (gathering is collective): for generation, evaluation and the final save. Nothing happens
+    where weights are not sharded (one process, DDP, ZeRO-1/2).
+
+    - FSDP2 (``fully_shard``): each unit unsharded once and kept so (calling an inner module, as
+      ``generate`` does, skips the root's hooks and would meet sharded DTensors), resharded after;
+    - FSDP1: ``summon_full_params``;
+    - ZeRO-3: the parameters gathered, and the engine's per-layer gather hooks taken off meanwhile
+      (with them on, every decoding step would gather each layer again), as TRL does for generation."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    fsdp2_units = fully_sharded_units(model) if kind == DistributedType.FSDP else []
+    if fsdp2_units:
+        state = getattr(model, "_get_fsdp_state", None)
+        if state is not None:  # the root must initialise first: FSDP2 refuses a unit that started alone
+            state()._lazy_init()
+        for unit in fsdp2_units:
+            unit.unshard()
+        plugin = getattr(accelerator.state, "fsdp_plugin", None)
+        restore = getattr(plugin, "reshard_after_forward", True)
+        model.set_reshard_after_forward(False)  # gathered once, not again at every decoding step
+        try:
+            yield
+        finally:
+            model.set_reshard_after_forward(restore if isinstance(restore, bool) else True)
+            for unit in fsdp2_units:
+                unit.reshard()
+    elif kind == DistributedType.FSDP:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
+            yield
+    elif shards_parameters(accelerator):  # ZeRO-3
+        import deepspeed
+        from trl.models.utils import add_hooks, remove_hooks
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            remove_hooks(model)
+            try:
+                yield
+            finally:
+                add_hooks(model)
+    else:
+        yield
+
+
+def gathered_weights(accelerator, wrapped, model) -> dict | None:
+    """``model``'s parameters and persistent buffers, whole, as CPU copies on the main process (None
+    elsewhere). ``wrapped`` is what accelerate prepared (``model`` lives inside it); every process must
+    call this, since gathering sharded weights is collective."""
+    import torch
+
+    with full_parameters(accelerator, wrapped):
+        if not accelerator.is_main_process:
+            return None
+        weights = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+        for prefix, module in model.named_modules():
+            for name, b in module.named_buffers(recurse=False):
+                if b is not None and name not in module._non_persistent_buffers_set:
+                    weights[f"{prefix}.{name}" if prefix else name] = b.detach().to("cpu", copy=True)
+    bad = [k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.numel() == 0]
+    if bad:
+        raise RuntimeError(f"weights still sharded after gathering: {bad[:3]}")
+    return weights
+
+
+def load_weights(model, weights: dict) -> None:
+    """Copy ``gathered_weights`` into an unsharded model of the same architecture; every parameter
+    must be found (only non-persistent buffers may be missing)."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    params = {n for n, _ in model.named_parameters()}
+    if unexpected or params & set(missing):
+        raise RuntimeError(f"weights do not fit the model: missing {sorted(params & set(missing))[:3]}, "
+                           f"unexpected {unexpected[:3]}")

@@ -17,7 +17,7 @@ from torch.distributed.tensor import DTensor  # noqa: E402
 
 from rlhfkit.models import load_model, load_tokenizer  # noqa: E402
 from rlhfkit.ppo.policy import ActorCritic, ValueHead, encode_prompts, generate  # noqa: E402
-from rlhfkit.ppo.trainer import gathered_for_generation  # noqa: E402
+from rlhfkit.dist import full_parameters  # noqa: E402
 
 tok = load_tokenizer("tiny-llama")
 policy = load_model("tiny-llama", "causal-lm").eval()
@@ -29,7 +29,7 @@ for layer in policy.model.layers:  # what accelerate's FSDP2 does with the wrapp
     fully_shard(layer, mesh=mesh)
 fully_shard(actor, mesh=mesh)
 accelerator = SimpleNamespace(distributed_type=DistributedType.FSDP, state=SimpleNamespace(fsdp_plugin=None))
-with gathered_for_generation(accelerator, actor):
+with full_parameters(accelerator, actor):
     got, _ = generate(policy, tok, ids, mask, 6, row_seeds=[1, 2])
 assert torch.equal(got, want), (got, want)
 assert isinstance(policy.model.embed_tokens.weight, DTensor)  # sharded again afterwards

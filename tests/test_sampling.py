@@ -250,16 +250,16 @@ def ppo_config(tmp_path, **overrides):
 
 
 @pytest.mark.parametrize("kind, plugin, refused", [
-    ("DEEPSPEED", {"zero3_init_flag": True}, "zero3_init_flag"),
     ("FSDP", {"cpu_ram_efficient_loading": True}, "cpu_ram_efficient_loading"),
-    ("DEEPSPEED", {}, "--critic separate")])
+    ("DEEPSPEED", {}, "--critic separate"),
+    ("FSDP", {"fsdp_version": 2}, "--critic separate")])
 def test_ppo_refuses_engine_settings_that_cannot_work_before_loading_a_model(tmp_path, monkeypatch, engine, kind,
                                                                                plugin, refused):
-    """zero3_init_flag partitions every from_pretrained at load and FSDP's cpu_ram_efficient_loading gives
-    processes > 0 empty weights that only wrapped models receive: ppo's reference and reward models are
-    never wrapped, so they would run empty. One DeepSpeed engine wraps one model: a separate critic
-    would leave the actor outside it. Each is refused before any model loads; the shipped YAMLs
-    turn both loading modes off."""
+    """FSDP's cpu_ram_efficient_loading gives processes > 0 empty weights that only wrapped models
+    receive: ppo's reference and reward models are never wrapped, so they would run empty. One
+    DeepSpeed engine wraps one model (a separate critic would leave the actor outside it), and
+    accelerate's FSDP2 prepares one model only. Each is refused before any model loads; the shipped
+    fsdp.yaml turns that loading mode off."""
     import yaml
     from accelerate.utils import DistributedType
 
@@ -273,7 +273,6 @@ def test_ppo_refuses_engine_settings_that_cannot_work_before_loading_a_model(tmp
         trainer.PPOTrainer(ppo_config(tmp_path, critic="separate" if refused == "--critic separate" else "shared"))
     assert loads == []
     accelerate_dir = Path(__file__).resolve().parents[1] / "recipes" / "accelerate"
-    assert yaml.safe_load((accelerate_dir / "zero3.yaml").read_text())["deepspeed_config"]["zero3_init_flag"] is False
     assert yaml.safe_load((accelerate_dir / "fsdp.yaml").read_text())["fsdp_config"]["fsdp_cpu_ram_efficient_loading"] is False
 
 
@@ -305,27 +304,3 @@ def test_deepspeed_engines_get_the_flags_batch_accumulation_and_clipping(tmp_pat
     assert seen["deepspeed_config"]["train_micro_batch_size_per_gpu"] == 2
     assert seen["deepspeed_config"]["gradient_accumulation_steps"] == 1
     assert seen["deepspeed_config"]["gradient_clipping"] == 1.0
-
-
-@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_train_rm_eval_is_refused_where_the_main_process_cannot_score_alone(monkeypatch, engine, kind):
-    """--eval scores on the main process only; under FSDP/ZeRO that forward needs every shard: a hang.
-    Refused before the model loads; without --eval the same engine reaches prepare."""
-    from accelerate.utils import DistributedType
-
-    from rlhfkit import synth
-    from rlhfkit.io import UsageError
-    from rlhfkit.records import parse_record
-    from rlhfkit.rewards import train
-
-    engine(getattr(DistributedType, kind))
-    pairs = [parse_record(r) for r in synth.pairs(8, 0.0, seed=0)]
-    cfg = train.TrainConfig(model="tiny-bert", out=None, batch_size=4, save_steps=0)
-    loads = []
-    real_load = train.load_model
-    monkeypatch.setattr(train, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    with pytest.raises(UsageError, match="--eval under"):
-        train.fit_reward_model(cfg, pairs, eval_examples=pairs, progress=False)
-    assert loads == []
-    with pytest.raises(Stop):
-        train.fit_reward_model(cfg, pairs, progress=False)

@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from .. import checkpoint as ckpt
+from ..dist import engine
 from ..io import UsageError
 from ..models import write_meta
 
@@ -39,24 +40,39 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
-    """The policy directory (adapters merged under --lora); main process only."""
-    trainer.accelerator.wait_for_everyone()
-    if not trainer.accelerator.is_main_process:
+    """The policy directory (adapters merged under --lora), written by the main process. Where the
+    weights are sharded (FSDP, ZeRO-3) every process first helps gather them."""
+    from ..dist import gathered_weights, load_weights, shards_parameters, unsharded_loading
+    from ..models import load_model
+
+    acc, cfg = trainer.accelerator, trainer.cfg
+    acc.wait_for_everyone()
+    weights = gathered_weights(acc, trainer.actor, trainer.policy) if shards_parameters(acc) else None
+    if not acc.is_main_process:
         return
     d = Path(directory)
     tmp = d / ".policy-tmp"
     if tmp.exists():
         shutil.rmtree(tmp)
     policy = trainer.policy
-    if trainer.cfg.lora:  # folded in fp32 (on the CPU): into a bf16 base, updates under half a bf16 step of
-        policy = policy.to("cpu", torch.float32).merge_and_unload()  # their weight would round away
-    policy.save_pretrained(tmp, safe_serialization=True)
+    with unsharded_loading(acc):
+        if weights is not None and cfg.lora:  # an unsharded copy to merge the adapters into
+            from .trainer import add_policy_lora
+
+            policy = add_policy_lora(load_model(cfg.policy, "causal-lm", dtype=torch.float32), cfg)
+            load_weights(policy, weights)
+            weights = None
+        if cfg.lora:  # folded in fp32 (on the CPU): into a bf16 base, updates under half a bf16 step of
+            policy = policy.to("cpu", torch.float32).merge_and_unload()  # their weight would round away
+        policy.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
     trainer.tokenizer.save_pretrained(tmp)
-    write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": trainer.cfg.policy,
-                          "config": asdict(trainer.cfg), "world_size": trainer.world, **(extra or {})})
+    write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": cfg.policy,
+                          "config": asdict(cfg), "world_size": trainer.world,
+                          "engine": engine(acc), **(extra or {})})
     for f in tmp.iterdir():
         os.replace(f, d / f.name)
     tmp.rmdir()
+
 
 def save_checkpoint(trainer, step: int, identity: dict) -> None:
     """trainable.safetensors (policy weights or adapters, value head), critic.safetensors,

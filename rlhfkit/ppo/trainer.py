@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import checkpoint as ckpt
+from ..dist import full_parameters, unsharded_loading
 from ..io import UsageError
 from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype
 from . import core, state
@@ -121,6 +122,12 @@ class PPOTrainer:
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
         self.compute_dtype = resolve_dtype(cfg.dtype, self.device.type)
+        with unsharded_loading(self.accelerator):  # the engine shards the trained model at prepare
+            self._load_models(cfg, reward)
+        self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
+        self.beta = cfg.beta
+
+    def _load_models(self, cfg: PPOConfig, reward: RewardSource | None) -> None:
         # frozen models (reward, reference, a LoRA policy's base) may be held in the compute dtype
         self.reward = reward or load_reward(cfg.reward, cfg.reward_head, normalize=cfg.normalize_reward,
                                             dtype=self.compute_dtype, device=self.device)
@@ -160,8 +167,6 @@ class PPOTrainer:
         else:
             self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
             self.critic = None
-        self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
-        self.beta = cfg.beta
 
     # -------------------------------------------------------------- the models as the loop sees them
 
@@ -206,8 +211,8 @@ class PPOTrainer:
         """log π_ref of the response tokens: the frozen copy, or (LoRA) the policy with adapters off."""
         if self.ref is not None:
             return forward_response(self.ref, *args, self.cfg.temperature)[0]
-        with self.policy.disable_adapter():
-            return forward_response(self.policy, *args, self.cfg.temperature)[0]
+        with self.policy.disable_adapter():  # through the wrapped root: FSDP gathers the weights there
+            return self.accelerator.unwrap_model(self.actor)(*args, self.cfg.temperature)[0]
 
     # -------------------------------------------------------------- across processes
 
@@ -230,7 +235,7 @@ class PPOTrainer:
         self.actor.eval()
         prompt_ids, prompt_mask = encode_prompts(self.tokenizer, prompts, cfg.max_prompt_length, self.device,
                                                  cfg.chat_template)
-        with _timer(t, "generate"), self.autocast(), gathered_for_generation(self.accelerator, self.actor):
+        with _timer(t, "generate"), self.autocast(), full_parameters(self.accelerator, self.actor):
             response, mask = generate(self.policy, self.tokenizer, prompt_ids, prompt_mask, cfg.max_new_tokens,
                                       cfg.temperature, cfg.top_p, row_seeds=row_seeds)
         texts = self.tokenizer.batch_decode(response, skip_special_tokens=True)  # generate() padded after EOS
@@ -381,50 +386,6 @@ def add_policy_lora(policy, cfg: PPOConfig):
 def row_seed(seed: int, step: int, row: int) -> int:
     """The sampling stream of global row ``row`` at ``step``: the same with one process or many."""
     return (seed * 1_000_003 + step) * 65_537 + row
-
-
-def fully_sharded_units(model) -> list:
-    """The FSDP2 (``fully_shard``) units of a model, root included; empty for FSDP1 or none."""
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:  # torch < 2.6
-        return []
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
-
-
-@contextmanager
-def gathered_for_generation(accelerator, model):
-    """Full weights for generation when they are sharded (FSDP, DeepSpeed ZeRO-3); nothing otherwise.
-    (GPU-only paths, see docs/scaling.md.)"""
-    from accelerate.utils import DistributedType
-
-    kind = accelerator.distributed_type
-    fsdp2_units = fully_sharded_units(model) if kind == DistributedType.FSDP else []
-    if fsdp2_units:  # FSDP2 (fully_shard): FSDP1's summon_full_params does nothing here, and generate()
-        # bypasses the root module's hooks, so its weights (embeddings, head) stayed sharded DTensors
-        for unit in fsdp2_units:
-            unit.unshard()
-        plugin = getattr(accelerator.state, "fsdp_plugin", None)
-        restore = getattr(plugin, "reshard_after_forward", True)
-        model.set_reshard_after_forward(False)  # gathered once, not again at every decoding step
-        try:
-            yield
-        finally:
-            model.set_reshard_after_forward(restore if isinstance(restore, bool) else True)
-            for unit in fsdp2_units:
-                unit.reshard()
-    elif kind == DistributedType.FSDP:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        with FullyShardedDataParallel.summon_full_params(model, writeback=False, recurse=True):
-            yield
-    elif kind == DistributedType.DEEPSPEED and getattr(accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3:
-        import deepspeed
-
-        with deepspeed.zero.GatheredParameters(list(model.parameters())):
-            yield
-    else:
-        yield
 
 
 def prompt_batches(n_prompts: int, batch_size: int, seed: int):

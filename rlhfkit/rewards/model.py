@@ -129,12 +129,15 @@ class RewardModel(nn.Module):
         self.hf = hf_model
         self.encoder = is_encoder(_hf(hf_model))
         self._head_input = capture_head_input(hf_model) if self.encoder else None
+        # off where parameters are sharded (FSDP, ZeRO-3): every process must run the same number
+        # of forwards, since each gathers the weights with the others
+        self.split_by_length = True
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rewards and features of a right-padded batch; rows of very different lengths run in
         length groups (``length_chunks``), each padded only to its own longest row."""
         lengths = attention_mask.sum(-1).tolist()
-        groups = length_chunks(lengths) if len(lengths) >= 4 else [list(range(len(lengths)))]
+        groups = length_chunks(lengths) if len(lengths) >= 4 and self.split_by_length else [list(range(len(lengths)))]
         if len(groups) == 1:
             width = max(lengths)
             return self._forward(input_ids[:, :width], attention_mask[:, :width])

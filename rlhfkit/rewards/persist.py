@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -16,9 +16,21 @@ from .. import checkpoint as ckpt
 from ..models import write_meta
 from ..records import Example
 from .data import fingerprint
+from .model import RewardModel
 
-if TYPE_CHECKING:
-    from .train import Fitted, TrainConfig
+
+@dataclass
+class Fitted:
+    """A trained reward model still in memory, with what the run measured on the way."""
+
+    rm: RewardModel
+    tokenizer: Any
+    summary: dict
+    reward_mean: float
+    reward_std: float
+    world_size: int
+    is_main: bool
+    engine: str = "NO"
 
 
 # ---------------------------------------------------------------- checkpoints (tensors and JSON only)
@@ -27,7 +39,7 @@ IDENTITY_IGNORES = {"out", "resume", "logging_steps", "save_steps", "save_total_
                     "early_stop_loss", "dtype"}
 
 
-def run_identity(cfg: "TrainConfig", examples: Sequence[Example], meta_examples: Sequence[Example] | None) -> dict:
+def run_identity(cfg: Any, examples: Sequence[Example], meta_examples: Sequence[Example] | None) -> dict:
     """What a checkpoint must share with the run that resumes it: the data, and every setting that
     shapes the model, the schedule or the data order (not logging, saving or the precision)."""
     identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
@@ -77,7 +89,7 @@ def load_checkpoint(accelerator, module, optimizer, scheduler, last: Path, ident
     return int(state["step"])
 
 
-def save_reward_model(fitted: "Fitted", cfg: "TrainConfig", examples: Sequence[Example]) -> dict:
+def save_reward_model(fitted: Fitted, cfg: Any, examples: Sequence[Example]) -> dict:
     """Write an AutoModelForSequenceClassification directory plus rlhfkit.json; files appear whole.
 
     ``reward_mean``/``reward_std`` (for ``ppo --normalize-reward``) come from the rewards the model
@@ -99,6 +111,7 @@ def save_reward_model(fitted: "Fitted", cfg: "TrainConfig", examples: Sequence[E
         "type": "reward-model", "rlhfkit_version": __version__, "base_model": cfg.model,
         "loss": cfg.loss if cfg.loss == "ranking" else "bt", "config": asdict(cfg),
         "data_fingerprint": fingerprint(examples), "n_train": len(examples), "world_size": fitted.world_size,
+        "engine": fitted.engine,
         "reward_mean": fitted.reward_mean, "reward_std": fitted.reward_std,
         "pooling": "cls (model's own pooler)" if rm.encoder else "last non-padding token (attention mask)",
     }

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..dist import ShardedByLayer
+from ..dist import ShardedByLayer, shards_parameters
 from ..io import UsageError
 from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout
 from ..records import Example
@@ -27,7 +27,7 @@ from . import losses
 from .data import (PairData, RankingData, epoch_order, meta_data, pair_data, ranking_data,
                    sample_pairs)
 from .model import RewardModel, head_module, pad_batch, score_sequences
-from .persist import load_checkpoint, run_identity, save_checkpoint, save_reward_model
+from .persist import Fitted, load_checkpoint, run_identity, save_checkpoint, save_reward_model
 
 REWARD_STATS_WINDOW = 2000  # rewards kept from the last training forwards for reward_mean/std
 
@@ -219,19 +219,6 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
 
 # ---------------------------------------------------------------- the loop
 
-@dataclass
-class Fitted:
-    """A trained reward model still in memory, with what the run measured on the way."""
-
-    rm: RewardModel
-    tokenizer: Any
-    summary: dict
-    reward_mean: float
-    reward_std: float
-    world_size: int
-    is_main: bool
-
-
 def train_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str = "",
                        eval_examples: Sequence[Example] | None = None,
                        meta_examples: Sequence[Example] | None = None, progress: bool = True) -> dict:
@@ -272,9 +259,6 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     if cfg.batch_size < accelerator.num_processes:  # a process with no share would repeat another's records
         raise UsageError(f"--batch-size {cfg.batch_size} is the global batch: give at least one pair per process "
                          f"({accelerator.num_processes} processes)")
-    from ..dist import check_sharded_eval
-
-    check_sharded_eval(accelerator, bool(eval_examples))
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
         raise UsageError("MetaRM (--meta-data) takes one batch per step: use --grad-accum 1")
@@ -308,6 +292,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     # one process's share of a batch, accumulated --grad-accum times; train-rm does not clip gradients
     fill_deepspeed_config(accelerator, max(1, cfg.batch_size // accelerator.num_processes), cfg.grad_accum, None)
     module, optimizer = accelerator.prepare(module, optimizer)
+    accelerator.unwrap_model(module).rm.split_by_length = not shards_parameters(accelerator)
     device = accelerator.device
     pad_id = tok.pad_token_id
     main = accelerator.is_main_process
@@ -401,8 +386,8 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                     means = accelerator.reduce(means, "mean") if accelerator.num_processes > 1 else means
                     entry = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                              **dict(zip(window, means.tolist()))}
-                    if main and cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
-                        entry["eval_accuracy"] = evaluate(accelerator.unwrap_model(module).rm, pad_id, eval_set)
+                    if cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
+                        entry["eval_accuracy"] = evaluate_run(accelerator, module, pad_id, eval_set)
                     if main and log_path is not None:
                         with log_path.open("a") as fh:
                             fh.write(json.dumps(entry, allow_nan=False) + "\n")
@@ -418,15 +403,19 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     rm = accelerator.unwrap_model(module).rm
     rm.eval()
     summary: dict[str, Any] = {"steps": step, "stopped_early": stopped_early, "world_size": accelerator.num_processes}
-    if eval_examples and main:
-        summary["eval_accuracy"] = evaluate(rm, pad_id, eval_set)
+    if eval_examples:
+        summary["eval_accuracy"] = evaluate_run(accelerator, module, pad_id, eval_set)
+    if shards_parameters(accelerator):  # the main process gets a whole copy to save and score with
+        rm = unsharded_copy(accelerator, module, cfg) or rm
     stats = torch.tensor(list(recent_rewards) or [0.0], device=device)
     if accelerator.num_processes > 1:  # every process's recent rewards
         stats = accelerator.gather(accelerator.pad_across_processes(stats, pad_index=float("nan")))
         stats = stats[~torch.isnan(stats)]
     reward_mean = stats.mean().item()
     reward_std = stats.std().item() if len(stats) > 1 else 0.0
-    return Fitted(rm, tok, summary, reward_mean, reward_std, accelerator.num_processes, main)
+    from ..dist import engine
+
+    return Fitted(rm, tok, summary, reward_mean, reward_std, accelerator.num_processes, main, engine(accelerator))
 
 
 def evaluation_data(examples: Sequence[Example], tok, cfg: TrainConfig) -> PairData | RankingData:
@@ -434,6 +423,33 @@ def evaluation_data(examples: Sequence[Example], tok, cfg: TrainConfig) -> PairD
     if examples[0].kind == "pair":
         return pair_data(examples, tok, cfg.max_length)
     return ranking_data(examples, tok, cfg.max_length, "x", "")
+
+
+def evaluate_run(accelerator, module, pad_id: int, data: PairData | RankingData) -> float | None:
+    """``evaluate`` during a run: on the main process, or on every process where the weights are
+    sharded (each needs the others to gather them; all compute the same number)."""
+    from ..dist import full_parameters
+
+    if not shards_parameters(accelerator):
+        return evaluate(accelerator.unwrap_model(module).rm, pad_id, data) if accelerator.is_main_process else None
+    with full_parameters(accelerator, module):
+        return evaluate(accelerator.unwrap_model(module).rm, pad_id, data)
+
+
+def unsharded_copy(accelerator, module, cfg: TrainConfig) -> RewardModel | None:
+    """The trained reward model gathered into a whole, unsharded copy on the main process (None on
+    the others); every process must call this."""
+    from ..dist import gathered_weights, load_weights, unsharded_loading
+
+    weights = gathered_weights(accelerator, module, accelerator.unwrap_model(module).rm.hf)
+    if weights is None:
+        return None
+    with unsharded_loading(accelerator):
+        hf = load_model(cfg.model, "reward")
+    if cfg.lora:
+        hf = add_lora(hf, cfg)
+    load_weights(hf, weights)
+    return RewardModel(hf).eval()
 
 
 def evaluate(rm: RewardModel, pad_id: int, data: PairData | RankingData) -> float:
