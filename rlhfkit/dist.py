@@ -230,3 +230,37 @@ def load_weights(model, weights: dict) -> None:
     if unexpected or params & set(missing):
         raise RuntimeError(f"weights do not fit the model: missing {sorted(params & set(missing))[:3]}, "
                            f"unexpected {unexpected[:3]}")
+
+
+def _local_bytes(t) -> int:
+    """Bytes of ``t`` this process holds: a ZeRO-3 partition, a DTensor's local shard, or all of it."""
+    t = getattr(t, "ds_tensor", None) if getattr(t, "ds_tensor", None) is not None else t
+    t = t.to_local() if hasattr(t, "to_local") else t
+    return t.numel() * t.element_size()
+
+
+def _optimizer_state_bytes(optimizer) -> int:
+    """The optimizer state this process holds (AdamW's moments; under DeepSpeed, of its partition)."""
+    inner = optimizer
+    while hasattr(inner, "optimizer") and inner.optimizer is not inner:  # accelerate's and DeepSpeed's wrappers
+        inner = inner.optimizer
+    return sum(_local_bytes(v) for s in getattr(inner, "state", {}).values() for v in s.values()
+               if hasattr(v, "numel") and v.dim() > 0)
+
+
+def sharding_report(accelerator, wrapped, optimizer) -> dict:
+    """What each process holds of the trained model, measured: trainable parameter bytes and optimizer
+    state bytes per process, FSDP2 units against the modules of the model's layer
+    classes (its ``_no_split_modules``: transformer layers, and embeddings where listed). Every process must
+    call it (the numbers are gathered); docs/scaling.md compares them with the byte-count estimates."""
+    import torch
+
+    mine = torch.tensor([sum(_local_bytes(p) for p in wrapped.parameters() if p.requires_grad),
+                         _optimizer_state_bytes(optimizer)], dtype=torch.float64, device=accelerator.device)
+    every = accelerator.gather(mine[None]) if accelerator.num_processes > 1 else mine[None]
+    layer_names = set(getattr(accelerator.unwrap_model(wrapped), "_no_split_modules", None) or [])
+    return {"engine": engine(accelerator),
+            "trainable_param_bytes_per_process": [int(b) for b in every[:, 0].tolist()],
+            "optimizer_state_bytes_per_process": [int(b) for b in every[:, 1].tolist()],
+            "fsdp_units": len(fully_sharded_units(wrapped)),
+            "layer_modules": sum(any(c.__name__ in layer_names for c in type(m).__mro__) for m in wrapped.modules())}

@@ -35,6 +35,7 @@ def ppo(
     vf_coef: float = typer.Option(0.1, "--vf-coef", min=0, metavar="X", help="Weight of the value loss in the PPO loss."),
     clip: float = typer.Option(0.2, "--clip", callback=positive, metavar="X", help="Policy ratio clip."),
     value_clip: float = typer.Option(0.2, "--value-clip", callback=positive, metavar="X", help="Clip the value update to +-this around the rollout's values."),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", callback=positive, metavar="X", help="Clip the gradient's global norm to this (every engine; under DeepSpeed through its gradient_clipping). The log's grad_norm is before clipping."),
     gamma: float = typer.Option(1.0, "--gamma", min=0, max=1, metavar="X", help="Discount per token (the papers: 1)."),
     lam: float = typer.Option(0.95, "--lam", min=0, max=1, metavar="X", help="GAE lambda."),
     score_clip: float = typer.Option(5.0, "--score-clip", callback=positive, metavar="X", help="Clip the sequence score to +-this."),
@@ -59,7 +60,7 @@ def ppo(
     Token-level PPO (policy, frozen reference, value model, reward): r_t = -beta * pen_t on every
     response token plus the clipped score on the last; GAE (gamma 1, lambda 0.95); clipped
     policy and value losses. Writes the policy directory, log.jsonl (reward, KL, entropy,
-    perplexity, length, clip fraction, value loss, approx-KL per step) and samples.jsonl.
+    perplexity, length, clip fraction, value loss, approx-KL, gradient norm per step) and samples.jsonl.
     """
     from ..io import summary
     from ..ppo.trainer import PPOConfig, check_config, train_ppo

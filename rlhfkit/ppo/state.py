@@ -42,11 +42,12 @@ def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     """The policy directory (adapters merged under --lora), written by the main process. Where the
     weights are sharded (FSDP, ZeRO-3) every process first helps gather them."""
-    from ..dist import gathered_weights, load_weights, shards_parameters, unsharded_loading
+    from ..dist import gathered_weights, load_weights, sharding_report, shards_parameters, unsharded_loading
     from ..models import load_model
 
     acc, cfg = trainer.accelerator, trainer.cfg
     acc.wait_for_everyone()
+    sharding = sharding_report(acc, trainer.actor, trainer.optimizer)
     weights = gathered_weights(acc, trainer.actor, trainer.policy) if shards_parameters(acc) else None
     if not acc.is_main_process:
         return
@@ -68,7 +69,7 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     trainer.tokenizer.save_pretrained(tmp)
     write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": cfg.policy,
                           "config": asdict(cfg), "world_size": trainer.world,
-                          "engine": engine(acc), **(extra or {})})
+                          "engine": engine(acc), "sharding": sharding, **(extra or {})})
     for f in tmp.iterdir():
         os.replace(f, d / f.name)
     tmp.rmdir()

@@ -298,7 +298,7 @@ class PPOTrainer:
         first = self.rank * local  # this process holds global rows first .. first + local - 1
         lengths = batch["all_lengths"]
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_tokens": 0.0, "kl_tokens": 0.0, "tokens": 0.0}
-        n_minibatches = 0
+        n_minibatches, grad_norms = 0, []
         with _timer(timings if timings is not None else {}, "update"):
             for epoch in range(cfg.ppo_epochs):
                 g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + epoch)
@@ -321,9 +321,12 @@ class PPOTrainer:
                     loss = (pg + cfg.vf_coef * vf) * self.world
                     self.optimizer.zero_grad()
                     self.accelerator.backward(loss)
-                    self.accelerator.clip_grad_norm_([p for grp in self.optimizer.param_groups for p in grp["params"]],
-                                                     cfg.max_grad_norm)
+                    norm = self.accelerator.clip_grad_norm_(  # DeepSpeed clips inside its step (its config's
+                        [p for grp in self.optimizer.param_groups for p in grp["params"]],  # gradient_clipping,
+                        cfg.max_grad_norm)  # filled from --max-grad-norm) and reports the norm here
                     self.optimizer.step()
+                    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
+                    grad_norms.append(float(norm) if norm is not None else float("nan"))
                     local_tokens = float(m.sum())
                     sums["policy_loss"] += pg.item()
                     sums["value_loss"] += vf.item()
@@ -333,7 +336,8 @@ class PPOTrainer:
                     n_minibatches += 1
         pg_sum, vf_sum, clip_sum, kl_sum, tok_sum = self.total(*sums.values())
         return {"policy_loss": pg_sum / n_minibatches, "value_loss": vf_sum / n_minibatches,
-                "clip_fraction": clip_sum / max(tok_sum, 1.0), "approx_kl": kl_sum / max(tok_sum, 1.0)}
+                "clip_fraction": clip_sum / max(tok_sum, 1.0), "approx_kl": kl_sum / max(tok_sum, 1.0),
+                "grad_norm": sum(grad_norms) / len(grad_norms)}  # before clipping; the same on every process
 
     def step(self, prompts: Sequence[Any], step: int = 1, timings: dict | None = None) -> tuple[dict, dict]:
         """One iteration on the global batch ``prompts`` (every process passes the same list)."""

@@ -30,7 +30,7 @@ class Fitted:
     reward_std: float
     world_size: int
     is_main: bool
-    engine: str = "NO"
+    sharding: dict | None = None  # what each process held (dist.sharding_report)
 
 
 # ---------------------------------------------------------------- checkpoints (tensors and JSON only)
@@ -111,7 +111,7 @@ def save_reward_model(fitted: Fitted, cfg: Any, examples: Sequence[Example]) -> 
         "type": "reward-model", "rlhfkit_version": __version__, "base_model": cfg.model,
         "loss": cfg.loss if cfg.loss == "ranking" else "bt", "config": asdict(cfg),
         "data_fingerprint": fingerprint(examples), "n_train": len(examples), "world_size": fitted.world_size,
-        "engine": fitted.engine,
+        "engine": (fitted.sharding or {}).get("engine", "NO"), "sharding": fitted.sharding,
         "reward_mean": fitted.reward_mean, "reward_std": fitted.reward_std,
         "pooling": "cls (model's own pooler)" if rm.encoder else "last non-padding token (attention mask)",
     }

@@ -405,6 +405,9 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     summary: dict[str, Any] = {"steps": step, "stopped_early": stopped_early, "world_size": accelerator.num_processes}
     if eval_examples:
         summary["eval_accuracy"] = evaluate_run(accelerator, module, pad_id, eval_set)
+    from ..dist import sharding_report
+
+    sharding = sharding_report(accelerator, module, optimizer)
     if shards_parameters(accelerator):  # the main process gets a whole copy to save and score with
         rm = unsharded_copy(accelerator, module, cfg) or rm
     stats = torch.tensor(list(recent_rewards) or [0.0], device=device)
@@ -413,9 +416,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
         stats = stats[~torch.isnan(stats)]
     reward_mean = stats.mean().item()
     reward_std = stats.std().item() if len(stats) > 1 else 0.0
-    from ..dist import engine
-
-    return Fitted(rm, tok, summary, reward_mean, reward_std, accelerator.num_processes, main, engine(accelerator))
+    return Fitted(rm, tok, summary, reward_mean, reward_std, accelerator.num_processes, main, sharding)
 
 
 def evaluation_data(examples: Sequence[Example], tok, cfg: TrainConfig) -> PairData | RankingData:

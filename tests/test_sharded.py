@@ -1,0 +1,179 @@
+"""Issue 25: the shipped sharded configs (recipes/accelerate/zero2.yaml, zero3.yaml, fsdp.yaml) run for
+real, two CPU processes each, through `accelerate launch` and tests/sharded_cpu.py (which only lets
+accelerate pick DeepSpeed/FSDP without a GPU). Each run must equal the one-process run: the logs to
+the tolerances of tests/test_distributed.py, the saved model's rewards and log-probs to 1e-4 when
+loaded in plain transformers, and the sharding must be real (measured bytes per process, FSDP units).
+rlhfkit.json names the engine, so a silent fallback to DDP fails these tests."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhfkit import synth
+
+from conftest import read_jsonl, write_jsonl
+
+pytest.importorskip("deepspeed")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIM = Path(__file__).with_name("sharded_cpu.py")
+REWARD = f"{Path(__file__).with_name('scripted_rewards.py')}:e_count"
+CONFIGS = ["zero2", "zero3", "fsdp"]
+ENGINES = {"zero2": "DEEPSPEED-ZeRO2", "zero3": "DEEPSPEED-ZeRO3", "fsdp": "FSDP2"}
+RM_KEYS = ["loss", "margin", "accuracy"]
+PPO_KEYS = ["reward_mean", "kl", "entropy", "policy_loss", "value_loss", "approx_kl", "clip_fraction", "grad_norm"]
+
+
+def run(config, args, cwd, expect=0):
+    """`rlhfkit ARGS` on one process (config None) or two under the accelerate config; a hang fails
+    (timeout) instead of blocking the suite."""
+    if config is None:
+        cmd = [sys.executable, "-m", "rlhfkit", *args]
+    else:
+        cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+               str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2", str(SHIM), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu")
+    p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+    assert (p.returncode == 0) == (expect == 0), p.stderr[-4000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Data, two small model directories (loaded by weights, so every engine starts from the same
+    ones) and the one-process runs every sharded run is compared with."""
+    from rlhfkit.models import load_model, load_tokenizer
+
+    d = tmp_path_factory.mktemp("sharded")
+    pairs = list(synth.pairs(48, 0.0, seed=0))
+    write_jsonl(d / "train.jsonl", pairs[:40])
+    write_jsonl(d / "eval.jsonl", pairs[40:])
+    (d / "prompts.txt").write_text("".join(f"prompt number {i}\n" for i in range(8)))
+    torch.manual_seed(0)
+    load_model("tiny-bert", "reward").save_pretrained(d / "bert")
+    load_tokenizer("tiny-bert").save_pretrained(d / "bert")
+    policy, tok = load_model("tiny-gpt", "causal-lm"), load_tokenizer("tiny-gpt")
+    with torch.no_grad():  # EOS likely enough that rows (and the two processes) stop at different lengths
+        eos = policy.transformer.wte.weight[tok.eos_token_id]
+        policy.transformer.ln_f.bias.add_(30 * eos / eos.norm())
+    policy.save_pretrained(d / "gpt")
+    tok.save_pretrained(d / "gpt")
+    for name, args in RUNS.items():
+        p = run(None, [*args(d), "--out", d / f"one-{name}"], d)
+        (d / f"one-{name}.summary.json").write_text(summary(p))
+    return d
+
+
+def summary(p) -> str:
+    return [line for line in p.stderr.splitlines() if line.startswith('{"stage"')][-1]
+
+
+RUNS = {
+    "rm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
+                     "--logging-steps", 1, "--save-steps", 0, "--eval", d / "eval.jsonl", "--eval-steps", 2],
+    "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
+                          "--logging-steps", 1, "--save-steps", 0, "--lora"],
+    "ppo": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt", "--steps", 2,
+                      "--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 12, "--lr", 1e-3,
+                      "--save-steps", 0, "--sample-steps", 1, "--max-grad-norm", 0.05],
+    "ppo-lora": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt",
+                           "--steps", 2, "--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 12,
+                           "--lr", 1e-2, "--save-steps", 0, "--sample-steps", 1, "--lora"],
+}
+
+
+def close(one, two, keys, tol):
+    assert len(one) == len(two) > 0
+    for a, b in zip(one, two):
+        for k in keys:
+            if k in a:
+                assert b[k] == pytest.approx(a[k], abs=tol), (k, a, b)
+
+
+def rewards(model_dir, texts):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return model(**tok(texts, padding=True, return_tensors="pt")).logits[:, 0]
+
+
+def log_probs(model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = torch.tensor([[5, 17, 33, 2, 9, 41, 7, 12, 99, 130]])
+    with torch.no_grad():
+        return torch.log_softmax(model(ids).logits.float(), -1)
+
+
+def check_sharding(report, config, model_dir):
+    """ZeRO-3 and FSDP hold about half the trained parameters per process, ZeRO-2 all of them; every
+    engine holds about half the optimizer state; FSDP has a unit per transformer layer (and a root)."""
+    from transformers import AutoConfig
+
+    assert report["engine"] == ENGINES[config]
+    params, state = report["trainable_param_bytes_per_process"], report["optimizer_state_bytes_per_process"]
+    whole = max(params) if config == "zero2" else sum(params)
+    assert len(params) == 2 and whole > 0
+    for p, s in zip(params, state):
+        assert s / (2 * whole) == pytest.approx(0.5, abs=0.05)  # AdamW: two moments, half of them each
+        assert p / whole == pytest.approx(1.0 if config == "zero2" else 0.5, abs=0.05)
+    if config == "fsdp":
+        layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+        assert report["fsdp_units"] >= layers + 1 and report["layer_modules"] >= layers
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_train_rm_sharded_equals_one_process(world, tmp_path, config):
+    texts = [r["prompt"] + " " + r[k] for r in read_jsonl(world / "eval.jsonl") for k in ("chosen", "rejected")]
+    for name in ("rm", "rm-lora"):
+        out = tmp_path / name
+        p = run(config, [*RUNS[name](world), "--out", out], world)
+        one_dir = world / f"one-{name}"
+        meta = json.loads((out / "rlhfkit.json").read_text())
+        assert meta["engine"] == ENGINES[config] and meta["world_size"] == 2
+        close(read_jsonl(one_dir / "log.jsonl"), read_jsonl(out / "log.jsonl"), RM_KEYS + ["eval_accuracy"], 1e-5)
+        if name == "rm":  # --eval ran on both processes (collective forwards) and reported once
+            one_summary = json.loads((world / f"one-{name}.summary.json").read_text())
+            assert json.loads(summary(p))["eval_accuracy"] == one_summary["eval_accuracy"]
+            check_sharding(meta["sharding"], config, out)
+        # Bradley-Terry fixes rewards up to a constant (the head's bias gets no gradient, and Adam turns
+        # its rounding noise into steps of lr): compare them centred
+        a, b = rewards(one_dir, texts), rewards(out, texts)
+        assert torch.allclose(a - a.mean(), b - b.mean(), atol=1e-4), (a, b)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_ppo_sharded_equals_one_process(world, tmp_path, config):
+    for name in ("ppo", "ppo-lora"):
+        out = tmp_path / name
+        run(config, [*RUNS[name](world), "--out", out], world)
+        one_dir = world / f"one-{name}"
+        meta = json.loads((out / "rlhfkit.json").read_text())
+        assert meta["engine"] == ENGINES[config] and meta["world_size"] == 2
+        close(read_jsonl(one_dir / "log.jsonl"), read_jsonl(out / "log.jsonl"), PPO_KEYS, 1e-4)
+        if name == "ppo":
+            # the clip binds (DeepSpeed ignored --max-grad-norm before: its YAML's 1.0 clipped instead),
+            # so equal logs and saved weights after such an update mean every engine clipped as asked
+            assert any(e["grad_norm"] > 0.05 for e in read_jsonl(one_dir / "log.jsonl"))
+            check_sharding(meta["sharding"], config, out)
+            # the two processes' rows (first and second half of each step) ended at different lengths
+            # (in characters: one per token for this byte-level vocabulary, near enough)
+            by_step: dict = {}
+            for row in read_jsonl(out / "samples.jsonl"):
+                by_step.setdefault(row["step"], []).append(len(row["response"]))
+            assert any(max(v[: len(v) // 2]) != max(v[len(v) // 2 :]) for v in by_step.values()), by_step
+        assert torch.allclose(log_probs(one_dir), log_probs(out), atol=1e-4)
+
+
+def test_a_separate_critic_is_refused_under_fsdp2_before_loading(world, tmp_path):
+    p = run("fsdp", [*RUNS["ppo"](world), "--critic", "separate", "--out", tmp_path / "o"], world, expect=2)
+    assert "--critic separate under FSDP2" in p.stderr
+    assert not (tmp_path / "o" / "rlhfkit.json").exists()
