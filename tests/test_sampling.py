@@ -304,3 +304,26 @@ def test_deepspeed_engines_get_the_flags_batch_accumulation_and_clipping(tmp_pat
     assert seen["deepspeed_config"]["train_micro_batch_size_per_gpu"] == 2
     assert seen["deepspeed_config"]["gradient_accumulation_steps"] == 1
     assert seen["deepspeed_config"]["gradient_clipping"] == 1.0
+
+
+def test_metarm_is_refused_under_deepspeed_before_loading(monkeypatch, engine):
+    """MetaRM's inner ascent step reads and moves the parameters' gradients itself; a DeepSpeed engine
+    keeps them in its own buffers and steps inside backward (two CPU processes failed with an
+    IndexError under ZeRO-2 and a shape error under ZeRO-3). Refused before the model loads; FSDP2
+    runs it (equal to one process, checked by hand in the issue 25 note)."""
+    from accelerate.utils import DistributedType
+
+    from rlhfkit import synth
+    from rlhfkit.io import UsageError
+    from rlhfkit.records import parse_record
+    from rlhfkit.rewards import train
+
+    engine(DistributedType.DEEPSPEED)
+    pairs = [parse_record(r) for r in synth.pairs(8, 0.0, seed=0)]
+    meta = [parse_record({"prompt": "p", "responses": ["a b", "c d"]})]
+    loads = []
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(UsageError, match="MetaRM"):
+        train.fit_reward_model(train.TrainConfig(model="tiny-bert", out=None, batch_size=4, save_steps=0), pairs,
+                               meta_examples=meta, progress=False)
+    assert loads == []

@@ -53,6 +53,7 @@ def world(tmp_path_factory):
     pairs = list(synth.pairs(48, 0.0, seed=0))
     write_jsonl(d / "train.jsonl", pairs[:40])
     write_jsonl(d / "eval.jsonl", pairs[40:])
+    write_jsonl(d / "meta.jsonl", [{"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]} for r in pairs[40:]])
     (d / "prompts.txt").write_text("".join(f"prompt number {i}\n" for i in range(8)))
     torch.manual_seed(0)
     load_model("tiny-bert", "reward").save_pretrained(d / "bert")
@@ -78,6 +79,9 @@ RUNS = {
                      "--logging-steps", 1, "--save-steps", 0, "--eval", d / "eval.jsonl", "--eval-steps", 2],
     "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                           "--logging-steps", 1, "--save-steps", 0, "--lora"],
+    "metarm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
+                         "--logging-steps", 1, "--save-steps", 0, "--meta-data", d / "meta.jsonl",
+                         "--meta-batch-size", 4],
     "ppo": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt", "--steps", 2,
                       "--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 12, "--lr", 1e-3,
                       "--save-steps", 0, "--sample-steps", 1, "--max-grad-norm", 0.05],
@@ -171,6 +175,13 @@ def test_ppo_sharded_equals_one_process(world, tmp_path, config):
                 by_step.setdefault(row["step"], []).append(len(row["response"]))
             assert any(max(v[: len(v) // 2]) != max(v[len(v) // 2 :]) for v in by_step.values()), by_step
         assert torch.allclose(log_probs(one_dir), log_probs(out), atol=1e-4)
+
+
+def test_metarm_under_fsdp_equals_one_process(world, tmp_path):
+    """MetaRM moves gradients itself: FSDP2 runs it (DeepSpeed refuses it, tests/test_sampling.py)."""
+    run("fsdp", [*RUNS["metarm"](world), "--out", tmp_path / "o"], world)
+    assert json.loads((tmp_path / "o" / "rlhfkit.json").read_text())["engine"] == "FSDP2"
+    close(read_jsonl(world / "one-metarm" / "log.jsonl"), read_jsonl(tmp_path / "o" / "log.jsonl"), RM_KEYS, 1e-5)
 
 
 def test_a_separate_critic_is_refused_under_fsdp2_before_loading(world, tmp_path):

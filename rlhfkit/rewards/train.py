@@ -259,6 +259,10 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     if cfg.batch_size < accelerator.num_processes:  # a process with no share would repeat another's records
         raise UsageError(f"--batch-size {cfg.batch_size} is the global batch: give at least one pair per process "
                          f"({accelerator.num_processes} processes)")
+    if meta_examples and accelerator.distributed_type.value == "DEEPSPEED":
+        raise UsageError("MetaRM (--meta-data) under DeepSpeed: its inner ascent step reads and moves the "
+                         "parameters' gradients, which a DeepSpeed engine keeps in its own buffers; run MetaRM "
+                         "under DDP or FSDP (recipes/accelerate/ddp.yaml, fsdp.yaml)")
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
         raise UsageError("MetaRM (--meta-data) takes one batch per step: use --grad-accum 1")
