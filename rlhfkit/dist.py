@@ -26,6 +26,26 @@ def warn_single_cpu_launch() -> None:
              "`accelerate launch --config_file recipes/accelerate/cpu-2proc.yaml` or `torchrun --nproc_per_node N`")
 
 
+def deepspeed_logs_to_stderr() -> None:
+    """DeepSpeed's logger prints to stdout, where rlhfkit's records go, and accelerate imports
+    DeepSpeed whenever it is installed (``unwrap_model``): a `strength | clean` pipe received a
+    "Setting accelerator to CPU" line. Import it with stdout pointing at stderr (its handler binds
+    the stream then) and move any handler already bound to stdout. Call before accelerate runs."""
+    import contextlib
+    import importlib.util
+    import logging
+    import sys
+
+    if "deepspeed" not in sys.modules:
+        if importlib.util.find_spec("deepspeed") is None:
+            return
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
+    for handler in logging.getLogger("DeepSpeed").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+
+
 def engine(accelerator) -> str:
     """What the run was sharded by, for rlhfkit.json: NO, MULTI_CPU, MULTI_GPU, DEEPSPEED-ZeRO2/3, FSDP1/2."""
     from accelerate.utils import DistributedType
@@ -181,6 +201,7 @@ def full_parameters(accelerator, model):
             yield
         finally:
             model.set_reshard_after_forward(restore if isinstance(restore, bool) else True)
+            model.set_reshard_after_forward(False, recurse=False)  # the root keeps its weights, as FSDP2 set it up
             for unit in fsdp2_units:
                 unit.reshard()
     elif kind == DistributedType.FSDP:
@@ -202,23 +223,54 @@ def full_parameters(accelerator, model):
         yield
 
 
-def gathered_weights(accelerator, wrapped, model) -> dict | None:
-    """``model``'s parameters and persistent buffers, whole, as CPU copies on the main process (None
-    elsewhere). ``wrapped`` is what accelerate prepared (``model`` lives inside it); every process must
-    call this, since gathering sharded weights is collective."""
-    import torch
+def _full_tensor(accelerator, p):
+    """One parameter whole, on every process (collective where it is sharded): under DeepSpeed the
+    fp32 master of a trained parameter (the module may hold a bf16 copy), a ZeRO-3 frozen one
+    gathered, an FSDP2 DTensor's full tensor (its fp32 shards, not the bf16 compute copy)."""
+    from accelerate.utils import DistributedType
 
-    with full_parameters(accelerator, wrapped):
-        if not accelerator.is_main_process:
-            return None
-        weights = {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
-        for prefix, module in model.named_modules():
-            for name, b in module.named_buffers(recurse=False):
-                if b is not None and name not in module._non_persistent_buffers_set:
-                    weights[f"{prefix}.{name}" if prefix else name] = b.detach().to("cpu", copy=True)
-    bad = [k for k, v in weights.items() if isinstance(v, torch.Tensor) and v.numel() == 0]
-    if bad:
-        raise RuntimeError(f"weights still sharded after gathering: {bad[:3]}")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        if p.requires_grad:
+            full = safe_get_full_fp32_param(p)
+            if full is not None:
+                return full
+        if hasattr(p, "ds_id"):  # ZeRO-3, frozen (a LoRA base)
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters([p]):
+                return p.data.clone()
+        return p
+    return p.full_tensor() if hasattr(p, "full_tensor") else p
+
+
+def clean_name(name: str) -> str:
+    """A parameter's name as the bare model calls it (without FSDP's or checkpointing's wrapper parts)."""
+    for part in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        name = name.replace(part, "")
+    return name
+
+
+def gathered_weights(accelerator, model) -> dict | None:
+    """``model``'s parameters (fp32 masters where the engine keeps them) and persistent buffers,
+    whole, as CPU copies on the main process (None elsewhere). One parameter is gathered at a time,
+    in the same order on every process: every process must call this."""
+    main = accelerator.is_main_process
+    weights = {}
+    for name, p in model.named_parameters():
+        full = _full_tensor(accelerator, p)
+        if main:
+            weights[clean_name(name)] = full.detach().to("cpu", copy=True)
+    if not main:
+        return None
+    for prefix, module in model.named_modules():  # buffers are never sharded
+        for name, b in module.named_buffers(recurse=False):
+            if b is not None and name not in module._non_persistent_buffers_set:
+                weights[clean_name(f"{prefix}.{name}" if prefix else name)] = b.detach().to("cpu", copy=True)
+    empty = [k for k, v in weights.items() if v.numel() == 0]
+    if empty:
+        raise RuntimeError(f"weights still sharded after gathering: {empty[:3]}")
     return weights
 
 

@@ -48,6 +48,7 @@ def train_sft(settings: SFTSettings, pairs: Sequence[tuple[Any, str]], progress:
     from transformers import PrinterCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from .dist import deepspeed_logs_to_stderr
     from .io import scratch_dir
     from .models import load_model, load_tokenizer, write_meta
     from .progress import task_progress
@@ -71,6 +72,7 @@ def train_sft(settings: SFTSettings, pairs: Sequence[tuple[Any, str]], progress:
             def on_step_end(self, args, state, control, **kwargs):
                 advance(1, loss=getattr(self, "loss", float("nan")))
 
+        deepspeed_logs_to_stderr()  # TRL builds an Accelerator: DeepSpeed would print to stdout
         config = SFTConfig(
             output_dir=scratch, num_train_epochs=settings.epochs, learning_rate=settings.lr,
             per_device_train_batch_size=settings.batch_size, warmup_steps=settings.warmup_ratio,  # a float < 1: a share

@@ -3,7 +3,7 @@
 accelerate turns both engines off when there is no GPU: `--cpu` makes them plain multi-CPU DDP, and
 without it no backend is picked and every process thinks it is alone. This script, started by
 `accelerate launch --config_file recipes/accelerate/{zero2,zero3,fsdp}.yaml --num_processes 2
-tests/sharded_cpu.py <rlhfkit arguments>`, changes exactly two decisions and nothing else:
+tests/sharded_cpu.py <rlhfkit arguments>`, changes three decisions and nothing else:
 
 - that the engine is not switched off: rlhfkit asks for `Accelerator(cpu=True)` when there is no CUDA
   device (accelerate's way of saying "CPU only"), which also turns DeepSpeed and FSDP into DDP;
@@ -12,7 +12,7 @@ tests/sharded_cpu.py <rlhfkit arguments>`, changes exactly two decisions and not
 
 Everything after that is accelerate's and the engine's own code: the DeepSpeed engine (ZeRO-2/3 on
 DeepSpeed's CPU accelerator) and FSDP1/FSDP2 on a CPU device mesh. rlhfkit records the engine it ran
-under (`distributed_type` in rlhfkit.json), so a test that reads it fails if this shim ever stops
+under (`engine` in rlhfkit.json), so a test that reads it fails if this shim ever stops
 working and the run silently falls back to DDP.
 """
 

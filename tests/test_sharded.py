@@ -36,11 +36,21 @@ def run(config, args, cwd, expect=0):
         cmd = [sys.executable, "-m", "rlhfkit", *args]
     else:
         cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-               str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2", str(SHIM), *args]
+               str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2",
+               "--main_process_port", free_port(), str(SHIM), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu")
     p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
     assert (p.returncode == 0) == (expect == 0), p.stderr[-4000:]
     return p
+
+
+def free_port() -> int:
+    """A port no earlier launch is still releasing (a fixed 29500 can be in TIME_WAIT)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +127,16 @@ def log_probs(model_dir):
         return torch.log_softmax(model(ids).logits.float(), -1)
 
 
-def check_sharding(report, config, model_dir):
+def check_sharding(report, one_report, config, model_dir):
     """ZeRO-3 and FSDP hold about half the trained parameters per process, ZeRO-2 all of them; every
-    engine holds about half the optimizer state; FSDP has a unit per transformer layer (and a root)."""
+    engine holds about half the optimizer state; FSDP has a unit per transformer layer (and a root).
+    'Whole' is what the one-process run held."""
     from transformers import AutoConfig
 
     assert report["engine"] == ENGINES[config]
     params, state = report["trainable_param_bytes_per_process"], report["optimizer_state_bytes_per_process"]
-    whole = max(params) if config == "zero2" else sum(params)
-    assert len(params) == 2 and whole > 0
+    whole = one_report["trainable_param_bytes_per_process"][0]
+    assert len(params) == 2 and whole > 0 and one_report["optimizer_state_bytes_per_process"][0] == 2 * whole
     for p, s in zip(params, state):
         assert s / (2 * whole) == pytest.approx(0.5, abs=0.05)  # AdamW: two moments, half of them each
         assert p / whole == pytest.approx(1.0 if config == "zero2" else 0.5, abs=0.05)
@@ -147,7 +158,7 @@ def test_train_rm_sharded_equals_one_process(world, tmp_path, config):
         if name == "rm":  # --eval ran on both processes (collective forwards) and reported once
             one_summary = json.loads((world / f"one-{name}.summary.json").read_text())
             assert json.loads(summary(p))["eval_accuracy"] == one_summary["eval_accuracy"]
-            check_sharding(meta["sharding"], config, out)
+            check_sharding(meta["sharding"], json.loads((one_dir / "rlhfkit.json").read_text())["sharding"], config, out)
         # Bradley-Terry fixes rewards up to a constant (the head's bias gets no gradient, and Adam turns
         # its rounding noise into steps of lr): compare them centred
         a, b = rewards(one_dir, texts), rewards(out, texts)
@@ -167,7 +178,7 @@ def test_ppo_sharded_equals_one_process(world, tmp_path, config):
             # the clip binds (DeepSpeed ignored --max-grad-norm before: its YAML's 1.0 clipped instead),
             # so equal logs and saved weights after such an update mean every engine clipped as asked
             assert any(e["grad_norm"] > 0.05 for e in read_jsonl(one_dir / "log.jsonl"))
-            check_sharding(meta["sharding"], config, out)
+            check_sharding(meta["sharding"], json.loads((one_dir / "rlhfkit.json").read_text())["sharding"], config, out)
             # the two processes' rows (first and second half of each step) ended at different lengths
             # (in characters: one per token for this byte-level vocabulary, near enough)
             by_step: dict = {}

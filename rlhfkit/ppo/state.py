@@ -48,7 +48,7 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     acc, cfg = trainer.accelerator, trainer.cfg
     acc.wait_for_everyone()
     sharding = sharding_report(acc, trainer.actor, trainer.optimizer)
-    weights = gathered_weights(acc, trainer.actor, trainer.policy) if shards_parameters(acc) else None
+    weights = gathered_weights(acc, trainer.policy) if shards_parameters(acc) else None
     if not acc.is_main_process:
         return
     d = Path(directory)
@@ -57,6 +57,10 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
         shutil.rmtree(tmp)
     policy = trainer.policy
     with unsharded_loading(acc):
+        if weights is not None and not cfg.lora:  # keys the model does not know would load as new layers
+            unknown = set(weights) - set(policy.state_dict())
+            if unknown:
+                raise RuntimeError(f"gathered weights the policy does not name: {sorted(unknown)[:3]}")
         if weights is not None and cfg.lora:  # an unsharded copy to merge the adapters into
             from .trainer import add_policy_lora
 

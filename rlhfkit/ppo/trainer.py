@@ -109,6 +109,9 @@ class PPOTrainer:
         check_config(cfg)
         self.cfg = cfg
         AcceleratorState._reset_state()
+        from ..dist import deepspeed_logs_to_stderr
+
+        deepspeed_logs_to_stderr()
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         if cfg.batch_size % self.world or cfg.mini_batch_size % self.world:
@@ -325,8 +328,8 @@ class PPOTrainer:
                         [p for grp in self.optimizer.param_groups for p in grp["params"]],  # gradient_clipping,
                         cfg.max_grad_norm)  # filled from --max-grad-norm) and reports the norm here
                     self.optimizer.step()
-                    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
-                    grad_norms.append(float(norm) if norm is not None else float("nan"))
+                    if norm is not None:
+                        grad_norms.append(float(norm))
                     local_tokens = float(m.sum())
                     sums["policy_loss"] += pg.item()
                     sums["value_loss"] += vf.item()
@@ -337,7 +340,8 @@ class PPOTrainer:
         pg_sum, vf_sum, clip_sum, kl_sum, tok_sum = self.total(*sums.values())
         return {"policy_loss": pg_sum / n_minibatches, "value_loss": vf_sum / n_minibatches,
                 "clip_fraction": clip_sum / max(tok_sum, 1.0), "approx_kl": kl_sum / max(tok_sum, 1.0),
-                "grad_norm": sum(grad_norms) / len(grad_norms)}  # before clipping; the same on every process
+                # before clipping; the same on every process
+                "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else None}
 
     def step(self, prompts: Sequence[Any], step: int = 1, timings: dict | None = None) -> tuple[dict, dict]:
         """One iteration on the global batch ``prompts`` (every process passes the same list)."""

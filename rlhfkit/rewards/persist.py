@@ -21,7 +21,9 @@ from .model import RewardModel
 
 @dataclass
 class Fitted:
-    """A trained reward model still in memory, with what the run measured on the way."""
+    """A trained reward model still in memory, with what the run measured on the way. Where the
+    weights were sharded (ZeRO-3, FSDP) ``rm`` is a whole copy on the main process only; the other
+    processes keep their sharded module, usable only together."""
 
     rm: RewardModel
     tokenizer: Any

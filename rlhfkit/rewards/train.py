@@ -255,11 +255,16 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()  # a second run in one process may ask for another precision
+    from ..dist import deepspeed_logs_to_stderr
+
+    deepspeed_logs_to_stderr()
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=precision, cpu=not use_cuda)
     if cfg.batch_size < accelerator.num_processes:  # a process with no share would repeat another's records
         raise UsageError(f"--batch-size {cfg.batch_size} is the global batch: give at least one pair per process "
                          f"({accelerator.num_processes} processes)")
-    if meta_examples and accelerator.distributed_type.value == "DEEPSPEED":
+    from accelerate.utils import DistributedType
+
+    if meta_examples and accelerator.distributed_type == DistributedType.DEEPSPEED:
         raise UsageError("MetaRM (--meta-data) under DeepSpeed: its inner ascent step reads and moves the "
                          "parameters' gradients, which a DeepSpeed engine keeps in its own buffers; run MetaRM "
                          "under DDP or FSDP (recipes/accelerate/ddp.yaml, fsdp.yaml)")
@@ -446,13 +451,13 @@ def unsharded_copy(accelerator, module, cfg: TrainConfig) -> RewardModel | None:
     the others); every process must call this."""
     from ..dist import gathered_weights, load_weights, unsharded_loading
 
-    weights = gathered_weights(accelerator, module, accelerator.unwrap_model(module).rm.hf)
+    weights = gathered_weights(accelerator, accelerator.unwrap_model(module).rm.hf)
     if weights is None:
         return None
     with unsharded_loading(accelerator):
         hf = load_model(cfg.model, "reward")
-    if cfg.lora:
-        hf = add_lora(hf, cfg)
+        if cfg.lora:
+            hf = add_lora(hf, cfg)
     load_weights(hf, weights)
     return RewardModel(hf).eval()
 
