@@ -35,10 +35,24 @@ may_shard() {
 ckpt_steps() {
   if may_shard; then echo 0; else echo "$1"; fi
 }
-# `eval_flag FILE`: train-rm's --eval FILE, left out where LAUNCH may shard (evaluation runs on the
-# main process alone and is refused there); `metrics accuracy` scores the model afterwards anyway.
-eval_flag() {
-  if may_shard; then echo ""; else echo "--eval $1"; fi
+# `critic_flag`: the paper's separate critic, except where LAUNCH may shard: DeepSpeed wraps one model
+# per engine and accelerate's FSDP2 prepares one, so ppo refuses a separate critic there; the value
+# head on the policy (--critic shared) takes its place, and the plan says so.
+critic_flag() {
+  if may_shard; then
+    note "LAUNCH may shard: --critic shared (a separate critic is refused under DeepSpeed and FSDP2)"
+    echo "--critic shared"
+  else
+    echo "--critic separate"
+  fi
+}
+# `refuse_deepspeed_for_metarm`: MetaRM (train-rm --meta-data) does not run under DeepSpeed (its inner
+# step moves gradients the engine keeps); stop before the first stage rather than after hours of them.
+refuse_deepspeed_for_metarm() {
+  case "${LAUNCH:-}" in
+    *zero*) echo "MetaRM does not run under DeepSpeed (train-rm refuses it): set LAUNCH with" \
+                 "recipes/accelerate/ddp.yaml or fsdp.yaml" >&2; exit 2 ;;
+  esac
 }
 # `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N, or =N), else 1.
 procs() {

@@ -12,6 +12,7 @@
 #   DRY_RUN=1 bash recipes/metarm_rounds.sh     # print the commands only
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
+refuse_deepspeed_for_metarm
 OUT=${OUT:-metarm-out}
 ROUNDS=${ROUNDS:-3}
 PAIRS=${PAIRS:-$OUT/pairs.jsonl}

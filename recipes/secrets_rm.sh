@@ -24,6 +24,7 @@
 #   bash recipes/secrets_rm.sh                 DRY_RUN=1 bash recipes/secrets_rm.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
+refuse_deepspeed_for_metarm  # its last part runs metarm_rounds.sh
 OUT=${OUT:-runs/secrets_rm}
 MODEL=${MODEL:-meta-llama/Llama-2-7b-hf}
 SFT_FROM=${SFT_FROM:-}
@@ -39,7 +40,7 @@ case $TRAIN_MODE in
   *) echo "TRAIN_MODE must be lora or full" >&2; exit 2 ;;
 esac
 RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
-PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 --critic separate --critic-lr 1.5e-6 $(ppo_batches 32 8) --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 $(critic_flag) --critic-lr 1.5e-6 $(ppo_batches 32 8) --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
 PPO_STEPS=${PPO_STEPS:-400}
 # MetaRM trains on one batch per step (no --grad-accum): the same 32 pairs per update in one batch
 META_RM_FLAGS=${META_RM_FLAGS:---lr 5e-6 --batch-size 32 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
@@ -70,7 +71,7 @@ for variant in raw flip margin flip-margin soft-margin simcse swav; do
     swav) data="$TRAIN"; extra="--contrastive swav --contrastive-features diff --batch-size 16" ;;
     *) data="$OUT/$variant.jsonl"; extra="" ;;
   esac
-  launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra $(eval_flag "$TEST") --out "$OUT/rm-$variant"
+  launch train-rm "$data" --model "$MODEL" $RM_FLAGS $extra --eval "$TEST" --out "$OUT/rm-$variant"
   run_to "$OUT/accuracy-$variant.json" rlhfkit metrics accuracy "$TEST" --reward "$OUT/rm-$variant"
   launch ppo --policy "$POLICY" --reward "$OUT/rm-$variant" --prompts "$TRAIN" --steps "$PPO_STEPS" $PPO_FLAGS --out "$OUT/policy-$variant"
   run rlhfkit generate "$OUT/judge-prompts.jsonl" --policy "$OUT/policy-$variant" --max-new-tokens 256 \

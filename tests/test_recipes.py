@@ -114,8 +114,17 @@ def _launched_plan(name, tmp_path, launch, **env):
 def test_every_training_stage_runs_under_launch_with_flags_its_config_takes(tmp_path, name, launcher):
     """Under LAUNCH every train-rm and ppo goes through the launcher (on 8 GPUs a plain `rlhfkit ppo`
     runs on one); no stage passes --save-steps > 0 where the config may shard (rlhfkit refuses
-    checkpoints under DeepSpeed/FSDP), none passes a global batch smaller than the 8 processes, and
-    the plan names the policy PPO starts from."""
+    checkpoints under DeepSpeed/FSDP) or a separate critic there (refused too), none passes a global
+    batch smaller than the 8 processes, and the plan names the policy PPO starts from. MetaRM recipes
+    refuse a DeepSpeed LAUNCH before the first stage."""
+    if launcher == "zero3" and name in ("secrets_rm.sh", "metarm_rounds.sh"):
+        # MetaRM does not run under DeepSpeed (train-rm refuses it): said before any stage runs,
+        # not after hours of the stages before it
+        p = subprocess.run(["bash", str(RECIPES / name)], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                           env=_env(DRY_RUN="1", OUT=str(tmp_path / "out"), LAUNCH=LAUNCHERS[launcher]))
+        assert p.returncode == 2 and "MetaRM" in p.stderr, p.stderr
+        assert not any(line.startswith("+ ") for line in p.stderr.splitlines()), p.stderr
+        return
     lines = _launched_plan(name, tmp_path, LAUNCHERS[launcher])
     commands = [line[2:].split() for line in lines if line.startswith("+ ")]
     for words in commands:
@@ -125,7 +134,8 @@ def test_every_training_stage_runs_under_launch_with_flags_its_config_takes(tmp_
         if stage in ("train-rm", "ppo"):
             assert words[:2] == ["accelerate", "launch"], " ".join(words)
             if launcher != "ddp":  # flags the sharded configs refuse
-                assert int(_flag(words, "--save-steps", "50")) == 0 and "--eval" not in words, " ".join(words)
+                assert int(_flag(words, "--save-steps", "50")) == 0, " ".join(words)
+                assert _flag(words, "--critic", "shared") == "shared", " ".join(words)
             assert int(_flag(words, "--batch-size", "16")) >= 8, " ".join(words)
             if stage == "ppo":
                 assert int(_flag(words, "--mini-batch-size", "8")) % 8 == 0, " ".join(words)

@@ -88,7 +88,7 @@ RUNS = {
     "rm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                      "--logging-steps", 1, "--save-steps", 0, "--eval", d / "eval.jsonl", "--eval-steps", 2],
     "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
-                          "--logging-steps", 1, "--save-steps", 0, "--lora"],
+                          "--logging-steps", 1, "--save-steps", 0, "--lora", "--eval", d / "eval.jsonl"],
     "metarm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                          "--logging-steps", 1, "--save-steps", 0, "--meta-data", d / "meta.jsonl",
                          "--meta-batch-size", 4],
@@ -155,9 +155,10 @@ def test_train_rm_sharded_equals_one_process(world, tmp_path, config):
         meta = json.loads((out / "rlhfkit.json").read_text())
         assert meta["engine"] == ENGINES[config] and meta["world_size"] == 2
         close(read_jsonl(one_dir / "log.jsonl"), read_jsonl(out / "log.jsonl"), RM_KEYS + ["eval_accuracy"], 1e-5)
-        if name == "rm":  # --eval ran on both processes (collective forwards) and reported once
-            one_summary = json.loads((world / f"one-{name}.summary.json").read_text())
-            assert json.loads(summary(p))["eval_accuracy"] == one_summary["eval_accuracy"]
+        # --eval ran on both processes (collective forwards) and reported once
+        one_summary = json.loads((world / f"one-{name}.summary.json").read_text())
+        assert json.loads(summary(p))["eval_accuracy"] == one_summary["eval_accuracy"]
+        if name == "rm":
             check_sharding(meta["sharding"], json.loads((one_dir / "rlhfkit.json").read_text())["sharding"], config, out)
         # Bradley-Terry fixes rewards up to a constant (the head's bias gets no gradient, and Adam turns
         # its rounding noise into steps of lr): compare them centred
