@@ -54,16 +54,23 @@ refuse_deepspeed_for_metarm() {
                  "recipes/accelerate/ddp.yaml or fsdp.yaml" >&2; exit 2 ;;
   esac
 }
-# `procs`: the process count LAUNCH asks for (--num_processes / --nproc_per_node N, or =N), else 1.
+# `procs`: the process count LAUNCH asks for: --num_processes / --nproc_per_node N (or =N) on the
+# command line, else `num_processes:` in the accelerate YAML that --config_file names, else 1.
 procs() {
-  local words=(${LAUNCH:-}) i w
+  local words=(${LAUNCH:-}) i w config="" n
   for ((i = 0; i < ${#words[@]}; i++)); do
     w=${words[i]}
     case $w in
       --num_processes=* | --nproc_per_node=* | --nproc-per-node=*) echo "${w#*=}"; return ;;
       --num_processes | --nproc_per_node | --nproc-per-node) echo "${words[i + 1]:-1}"; return ;;
+      --config_file=* | --config-file=*) config=${w#*=} ;;
+      --config_file | --config-file) config=${words[i + 1]:-} ;;
     esac
   done
+  if [ -n "$config" ] && [ -f "$config" ]; then
+    n=$(sed -n 's/^num_processes:[[:space:]]*\([0-9][0-9]*\).*/\1/p' "$config" | head -n 1)
+    if [ -n "$n" ]; then echo "$n"; return; fi
+  fi
   echo 1
 }
 # `at_least N`: N rounded up to a multiple of the process count (a global batch needs an equal share

@@ -98,14 +98,17 @@ def decide(means: Sequence[float], rules: Rules, p_wrong: Sequence[float] | None
 
 
 def apply(record: dict, action: str, rules: Rules, p_wrong: float | None = None) -> dict:
-    """The record as cleaned: chosen/rejected swapped and strength negated on flip (`label` kept),
+    """The record as cleaned: chosen/rejected swapped, strength and margin negated on flip (`label` kept),
     `label` on smooth, `label` = P(the pair as written is right) with --soft, `margin` when asked;
     `clean_action` records what was done."""
     out = dict(record)
     if action == FLIP:
         # `label` stays: it is P(chosen is better), and after the swap the corrected order is what it
-        # states; 1 − label would state the original order again and undo the flip under a soft-label loss
+        # states; 1 − label would state the original order again and undo the flip under a soft-label loss.
+        # A margin is signed chosen → rejected, so it turns with the sides, as in a swap on reading.
         out = swapped_sides(record)
+        if isinstance(record.get("margin"), (int, float)) and not isinstance(record["margin"], bool):
+            out["margin"] = -record["margin"]
     elif action == SMOOTH:
         out["label"] = 1.0 - rules.smooth
     if rules.soft and action != DROP and p_wrong is not None:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from .fields import FieldMap, field_map  # noqa: F401 - callers import field_map from here
 from .records import Example, RecordError, parse_record
 
 
@@ -177,6 +178,8 @@ def iter_json(spec: str, fields: "FieldMap | None" = None) -> Iterator[tuple[int
                 obj = fields.apply(obj)
             except RecordError as e:
                 err = e
+            if obj is None and err is None:  # left out by --fields keep=...: counted there
+                continue
         yield lineno, obj, raw, err
 
 
@@ -199,99 +202,13 @@ def _decoded(spec: str) -> Iterator[tuple[int, Any, bytes | None, Exception | No
             yield lineno, None, raw, RecordError(f"malformed JSON: {e.msg} (column {e.colno})")
 
 
-class FieldMap:
-    """``--fields prompt=question,chosen=response_j,rejected=response_k``: a dataset's field names
-    renamed to rlhfkit's on reading. ``label=FIELD==VALUE`` sets ``label`` to 1 where FIELD equals
-    VALUE and 0 elsewhere (AlpacaEval: ``label=preference==1``; label 0 means rejected is better).
-    Numbers compare as numbers (1.0 equals 1), JSON booleans as true/false; a test that matches
-    every record or none is reported once the file is read (almost always a mapping mistake)."""
-
-    TARGETS = ("prompt", "chosen", "rejected", "response", "responses", "scores", "label", "margin", "id",
-               "open_ended")
-
-    def __init__(self, spec: str):
-        self.renames: list[tuple[str, str]] = []
-        self.tests: list[tuple[str, str, str]] = []
-        self.tested = 0  # records the tests ran on, and how many each test matched
-        self.matched: dict[tuple[str, str, str], int] = {}
-        for item in (x.strip() for x in spec.split(",") if x.strip()):
-            target, sep, source = item.partition("=")
-            target, source = target.strip(), source.strip()
-            if not sep or not target or not source:
-                raise UsageError(f"--fields: expected NAME=FIELD items, got {item!r}")
-            if target not in self.TARGETS:
-                raise UsageError(f"--fields: {target!r} is not a field rlhfkit reads ({', '.join(self.TARGETS)})")
-            if source.startswith("="):  # label==... written as label=field==value
-                raise UsageError(f"--fields: bad item {item!r}")
-            if "==" in source:
-                field_, _, value = source.partition("==")
-                self.tests.append((target, field_.strip(), value.strip()))
-            else:
-                self.renames.append((target, source))
-
-    def apply(self, obj: dict) -> dict:
-        out = dict(obj)
-        for target, source in self.renames:
-            if source not in obj:
-                raise RecordError(f"missing (mapped to '{target}' by --fields)", source)
-            out[target] = out.pop(source) if source != target else out[source]
-        for test in self.tests:
-            target, field_, value = test
-            if field_ not in obj:
-                raise RecordError(f"missing (tested for '{target}' by --fields)", field_)
-            hit = value_matches(obj[field_], value)
-            out[target] = 1.0 if hit else 0.0
-            self.matched[test] = self.matched.get(test, 0) + hit
-        self.tested += bool(self.tests)
-        return out
-
-    def one_sided_tests(self) -> list[str]:
-        """A line for each test that matched every record it ran on, or none of them."""
-        lines = []
-        for test in self.tests:
-            target, field_, value = test
-            hits = self.matched.get(test, 0)
-            if self.tested and hits in (0, self.tested):
-                how = f"matched none of the {self.tested}" if hits == 0 else f"matched all {self.tested}"
-                lines.append(f"--fields {target}={field_}=={value} {how} records, so every {target} is "
-                             f"{float(hits > 0)}: check the field and the value")
-        return lines
-
-    def __bool__(self) -> bool:
-        return bool(self.renames or self.tests)
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    try:
-        return float(str(value).strip())
-    except ValueError:
-        return None
-
-
-def value_matches(value: Any, wanted: str) -> bool:
-    """Whether a record's value equals the VALUE of ``FIELD==VALUE``: numerically when both read as
-    numbers (AlpacaEval's preference 1.0 equals 1), true/false for JSON booleans, else as text."""
-    if isinstance(value, bool):
-        return wanted.strip().lower() == ("true" if value else "false")
-    a, b = _as_number(value), _as_number(wanted)
-    if a is not None and b is not None:
-        return a == b
-    return str(value) == wanted
-
-
-def field_map(spec: str | None) -> FieldMap | None:
-    return FieldMap(spec) if spec else None
-
-
 @dataclass
 class ReadStats:
     read: int = 0
     skipped: int = 0
     reoriented: int = 0  # pairs given with label < 0.5, read as their swap
+    prompt_in_responses: int = 0  # records whose responses began with the prompt's turns, read once
+    left_out: int = 0  # records --fields keep=... left out
     rejected_lines: list[bytes] = field(default_factory=list)
 
 
@@ -338,18 +255,25 @@ class RecordReader:
                 continue
             self.stats.read += 1
             self.stats.reoriented += ex.reoriented
+            self.stats.prompt_in_responses += ex.prompt_in_responses
             ex.line = lineno
             yield ex
+        self.stats.left_out = self.fields.left_out if self.fields is not None else 0
+        if seen == 0 and self.stats.left_out:
+            raise InputError(name, None, f"--fields keep=... left out every one of the {self.fields.left_out} records")
         if seen == 0:
             raise InputError(name, 1 if self.spec != "-" else None, "empty input: no records")
         if not (self.notes and is_main_process()):
             return
         if self.fields is not None:
-            for line in self.fields.one_sided_tests():
+            for line in self.fields.notes():
                 sys.stderr.write(f"rlhfkit: {name}: {line}\n")
         if self.stats.reoriented:
             sys.stderr.write(f"rlhfkit: {name}: {self.stats.reoriented} pair(s) with label < 0.5 (the rejected response "
                              "better) read as their swap: chosen <-> rejected, label 1 - label; outputs state them so\n")
+        if self.stats.prompt_in_responses:
+            sys.stderr.write(f"rlhfkit: {name}: {self.stats.prompt_in_responses} record(s) whose responses already begin "
+                             "with the prompt's turns (UltraFeedback's form): the prompt is read once\n")
 
 
 @contextmanager

@@ -51,6 +51,7 @@ class Example:
     open_ended: bool | None = None
     line: int | None = None  # where it was read, for error messages of later checks
     reoriented: bool = False  # a pair given with label < 0.5, read (and written) as its swap
+    prompt_in_responses: bool = False  # the responses repeated the prompt's turns; read without them
 
     def output(self, **added: Any) -> dict:
         """The record as read, its id, and the fields a stage adds (which win on conflict)."""
@@ -224,17 +225,19 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
         ex.prompt = _text(obj, "prompt", allow_empty=True)
 
     if kind == PAIR:
-        given = _number(obj, "label", 0.0, 1.0)
-        if given is not None and given < 0.5:  # the rejected response is the better one: read the swap
-            obj = ex.raw = reoriented(obj, given)
-            ex.reoriented = True
-        chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")
+        chosen, rejected = _text(obj, "chosen"), _text(obj, "rejected")  # checked as given: errors name its fields
         if type(chosen) is not type(rejected):
             raise RecordError("chosen and rejected must both be strings or both message lists", "rejected")
         if chosen == rejected:
             raise RecordError("is identical to chosen", "rejected")
+        given = _number(obj, "label", 0.0, 1.0)
+        if given is not None and given < 0.5:  # the rejected response is the better one: read the swap
+            obj = ex.raw = reoriented(obj, given)
+            ex.reoriented = True
+            chosen, rejected = rejected, chosen
         if prompt_given:
-            ex.chosen, ex.rejected = chosen, rejected
+            (ex.chosen, ex.rejected), ex.prompt_in_responses = without_prompt_turns(
+                ex.prompt, [chosen, rejected], ("rejected", "chosen") if ex.reoriented else SIDES)
         else:
             ex.prompt, ex.chosen, ex.rejected = split_shared_prompt(chosen, rejected)
         ex.label = _number(obj, "label", 0.0, 1.0)
@@ -258,6 +261,8 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
             order = sorted(range(len(scores)), key=lambda i: -scores[i])
             responses = [responses[i] for i in order]
             scores = [float(scores[i]) for i in order]
+        if prompt_given:
+            responses, ex.prompt_in_responses = without_prompt_turns(ex.prompt, responses)
         ex.responses, ex.scores = responses, scores
         oe = obj.get("open_ended")
         if oe is not None and not isinstance(oe, bool):
@@ -265,7 +270,34 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
         ex.open_ended = oe
     elif kind == GENERATION:
         ex.response = _text(obj, "response", allow_empty=True)
+        if prompt_given and ex.response:
+            (ex.response,), ex.prompt_in_responses = without_prompt_turns(ex.prompt, [ex.response], ("response",))
     return ex
+
+
+def prompt_turns(prompt: Any) -> list:
+    """The prompt as the messages it stands for: a message list as it is, a string as one user turn."""
+    if isinstance(prompt, list):
+        return prompt
+    return [{"role": "user", "content": prompt}] if prompt else []
+
+
+def without_prompt_turns(prompt: Any, responses: list, names: tuple[str, ...] = ()) -> tuple[list, bool]:
+    """The responses without the prompt's turns when every one of them is a conversation that begins
+    with them (UltraFeedback: ``prompt`` a string, ``chosen``/``rejected`` whole conversations), so that
+    rendering prompt + response holds the prompt once; and whether that applied. A conversation holding
+    nothing but the prompt's turns is an error: there is no response to read."""
+    turns = prompt_turns(prompt)
+    same = lambda a, b: a.get("role") == b.get("role") and a.get("content") == b.get("content")  # noqa: E731
+    if not turns or not all(isinstance(r, list) and len(r) >= len(turns) and all(map(same, r, turns))
+                            for r in responses):
+        return responses, False
+    stripped = [r[len(turns):] for r in responses]
+    for i, r in enumerate(stripped):
+        if not r:
+            raise RecordError("holds only the prompt's turns, no response after them",
+                              names[i] if i < len(names) else "responses")
+    return stripped, True
 
 
 def ranking_pairs(ex: Example) -> list[tuple[int, int]]:

@@ -14,9 +14,12 @@ err_console = Console(stderr=True)
 ON_ERROR = typer.Option("stop", "--on-error", metavar="stop|skip", help="'stop' at the first bad record (exit 2) or 'skip' it.")
 REJECTS = typer.Option(None, "--rejects", metavar="FILE", help="With --on-error skip: write the skipped lines here, unchanged.")
 OUT = typer.Option(None, "--out", "-o", metavar="FILE", help="Output file (written atomically); default stdout.")
-FIELDS = typer.Option(None, "--fields", metavar="NAME=FIELD,...",
-                      help="Read other datasets' field names: e.g. prompt=question,chosen=response_j,rejected=response_k; "
-                           "label=FIELD==VALUE sets label 1 where FIELD equals VALUE, else 0.")
+FIELDS = typer.Option(None, "--fields", metavar="NAME=FIELD,...|PRESET",
+                      help="Read other datasets' fields: renames (prompt=question,chosen=response_j,rejected=response_k), "
+                           "tests (label=preference==1), numbers (label=2-preference, margin=score_chosen-score_rejected; "
+                           "a label is clipped to [0, 1]), sign tests with ties at 0.5 (label=preference_strength<0), "
+                           "paths (responses=answers.answer), keep=TEST; or a preset: alpacaeval, pku-saferlhf, "
+                           "pku-saferlhf-safer, shp, nectar, helpsteer2 (README: Your dataset).")
 DTYPE = typer.Option("auto", "--dtype", metavar="auto|fp32|bf16|fp16",
                      help="Compute precision of the models (strength: its fold models' too): auto (bf16 on GPUs "
                           "that support it, fp32 on CPU), fp32, bf16 or fp16 (a 7B model in fp32 needs twice the "

@@ -85,7 +85,8 @@ def train_rm(
         examples = drop_untrainable_rankings(examples, values["data"], values["on_error"], stats)
     if values["rejects"]:
         write_bytes_atomic(values["rejects"], b"".join(stats.rejected_lines))
-    eval_examples = read_records(values["eval"], kinds, fields=fmap)[0] if values["eval"] else None
+    # a map of its own: its match counts and notes are about the --eval file alone
+    eval_examples = read_records(values["eval"], kinds, fields=field_map(values["fields"]))[0] if values["eval"] else None
     meta_examples = read_records(values["meta_data"], ("ranking",))[0] if values["meta_data"] else None
     result = train_reward_model(cfg, examples, source=values["data"], eval_examples=eval_examples,
                                 meta_examples=meta_examples)
