@@ -89,9 +89,12 @@ RUNS = {
                      "--logging-steps", 1, "--save-steps", 0, "--eval", d / "eval.jsonl", "--eval-steps", 2],
     "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                           "--logging-steps", 1, "--save-steps", 0, "--lora", "--eval", d / "eval.jsonl"],
+    # the meta step's size makes MetaRM differ from plain Bradley-Terry here (the test checks it)
     "metarm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                          "--logging-steps", 1, "--save-steps", 0, "--meta-data", d / "meta.jsonl",
-                         "--meta-batch-size", 4],
+                         "--meta-batch-size", 4, "--meta-lr", 3000],
+    "bt": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
+                     "--logging-steps", 1, "--save-steps", 0],
     "ppo": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt", "--steps", 2,
                       "--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 12, "--lr", 1e-3,
                       "--save-steps", 0, "--sample-steps", 1, "--max-grad-norm", 0.05],
@@ -190,7 +193,12 @@ def test_ppo_sharded_equals_one_process(world, tmp_path, config):
 
 
 def test_metarm_under_fsdp_equals_one_process(world, tmp_path):
-    """MetaRM moves gradients itself: FSDP2 runs it (DeepSpeed refuses it, tests/test_sampling.py)."""
+    """MetaRM moves gradients itself: FSDP2 runs it (DeepSpeed refuses it, tests/test_sampling.py).
+    Under FSDP2 its ascent step once saw no gradient (sharded parameters are outside the graph) and
+    trained plain Bradley-Terry, which this test could not tell apart at a small --meta-lr: first,
+    MetaRM must differ from BT at these settings."""
+    one_meta, one_bt = read_jsonl(world / "one-metarm" / "log.jsonl"), read_jsonl(world / "one-bt" / "log.jsonl")
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one_meta, one_bt)) > 1e-3
     run("fsdp", [*RUNS["metarm"](world), "--out", tmp_path / "o"], world)
     assert json.loads((tmp_path / "o" / "rlhfkit.json").read_text())["engine"] == "FSDP2"
     close(read_jsonl(world / "one-metarm" / "log.jsonl"), read_jsonl(tmp_path / "o" / "log.jsonl"), RM_KEYS, 1e-5)

@@ -196,20 +196,25 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
     """One MetaRM step (Secrets II, Algorithm 1, first order).
 
     θ' = θ + η·∇J(θ) on the meta batch (ascent on the difference score); the preference loss's
-    gradient is taken at θ' and applied to θ by the optimizer.
+    gradient is taken at θ' and applied to θ by the optimizer. ∇J comes from the run's own backward
+    into ``.grad`` (not ``torch.autograd.grad``): under FSDP2 the parameters a module lists are
+    sharded DTensors outside the forward's graph, so autograd.grad gave None for each and θ' = θ,
+    which trained plain Bradley–Terry; the engine's backward reduces ∇J like any gradient.
     """
+    backward = backward or torch.Tensor.backward
     params = [p for p in module.parameters() if p.requires_grad]
+    optimizer.zero_grad()
     rewards, _ = module(meta_ids, meta_mask)
     score = losses.difference_score(rewards, meta_group, n_groups)
-    grads = torch.autograd.grad(score, params, allow_unused=True)
+    backward(score)
     saved = [p.detach().clone() for p in params]
     with torch.no_grad():
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.add_(g, alpha=meta_lr)
+        for p in params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=meta_lr)
     optimizer.zero_grad()
     loss, delta, *_ = pref_loss_fn()
-    (backward or torch.Tensor.backward)(loss)
+    backward(loss)
     with torch.no_grad():
         for p, s in zip(params, saved):
             p.copy_(s)
