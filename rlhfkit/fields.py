@@ -3,7 +3,8 @@
 Each item is ``NAME=SOURCE``, NAME one of the fields rlhfkit reads (or ``keep``):
 
 - ``chosen=response_j``: a rename (the record keeps the value under rlhfkit's name);
-- ``label=preference==1``: an equality test, 1 where it holds and 0 elsewhere (VALUE is literal text);
+- ``label=preference==1``: an equality test, 1 where it holds and 0 elsewhere (VALUE is literal text,
+  spaces and brackets included: ``label=winner==tie (bothbad)``);
 - ``label=2-preference``, ``margin=score_chosen-score_rejected``: a number computed from fields, with
   ``+ - * /``, ``log()``, ``abs()``, parentheses and ``A if TEST else B``; fields may hold numbers or
   numbers written as strings (AlpacaEval's ``"1.0025695767"``). A ``label`` is clipped to [0, 1] and the
@@ -13,6 +14,11 @@ Each item is ``NAME=SOURCE``, NAME one of the fields rlhfkit reads (or ``keep``)
 - ``responses=answers.answer``: a path into objects; over a list of objects it picks the key from each
   (Nectar's ranked answers), and arithmetic over such a list works item by item (``scores=-answers.rank``);
 - ``keep=score_ratio>=2``: not a field: records whose test is not true are left out, and counted.
+
+Inside a larger expression, text is quoted (``winner!='model_b'``) and an expression compared with
+``==`` is put in parentheses (``(a-b)==0``). A later item for a field replaces an earlier one (a
+preset's included). A SOURCE that is no expression rlhfkit computes (``answer (A)``, ``resp[0]``) and a
+record field of exactly that name are read as a rename, as before.
 
 A preset names a dataset (``--fields alpacaeval``) and stands for its items; what it stands for is
 printed on stderr with the other notes of each file read, and more items may follow it (``--fields shp,keep=score_ratio>=2``). The expression is
@@ -51,7 +57,6 @@ PRESETS = {
     "helpsteer2": "chosen=response_1,rejected=response_2,label=preference_strength<0",
 }
 
-_LITERAL_TEST = re.compile(r"^([^\s=<>!()+*/]+)\s*==\s*([^\s=<>!()+*/]+)$")  # the original FIELD==VALUE form
 _IDENT = re.compile(r"^[A-Za-z_]\w*$")
 FUNCTIONS = {"log": math.log, "abs": abs}
 
@@ -102,26 +107,34 @@ class _Expression:
 
     def __init__(self, text: str, item: str):
         self.text, self.item = text, item
-        try:
-            self.tree = ast.parse(text, mode="eval").body
-        except SyntaxError:
-            raise _usage(f"cannot read {item!r}: expected a field name, FIELD==VALUE, or an expression "
-                         "such as 2-preference or score_chosen-score_rejected") from None
-        for node in ast.walk(self.tree):
-            if not isinstance(node, self.ALLOWED):
-                raise _usage(f"{item!r}: {type(node).__name__} is not allowed (fields, numbers, + - * /, "
-                             "comparisons, log(), abs() and A if TEST else B are)")
-            if isinstance(node, ast.Compare) and len(node.ops) != 1:
-                raise _usage(f"{item!r}: one comparison at a time")
-            if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS
-                                               or len(node.args) != 1 or node.keywords):
-                raise _usage(f"{item!r}: the functions are log(x) and abs(x)")
+        self.tree = ast.parse(text, mode="eval").body  # SyntaxError: the caller reads a rename
+        self.refusal = self._refusal()
         self.is_path = isinstance(self.tree, (ast.Name, ast.Attribute))
 
+    def _refusal(self) -> str | None:
+        """Why this is not an expression rlhfkit computes (None when it is one)."""
+        parents = {child: node for node in ast.walk(self.tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(self.tree):
+            if not isinstance(node, self.ALLOWED):
+                return f"{type(node).__name__} is not allowed (fields, numbers, + - * /, comparisons, log(), abs() " \
+                       "and A if TEST else B are)"
+            if isinstance(node, ast.Compare) and len(node.ops) != 1:
+                return "one comparison at a time"
+            if isinstance(node, ast.Call) and (not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS
+                                               or len(node.args) != 1 or node.keywords):
+                return "the functions are log(x) and abs(x)"
+            if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)) \
+                    and not isinstance(parents.get(node), ast.Compare):
+                return "text can only be compared (==, !=)"
+        return None
+
     def evaluate(self, record: dict) -> Any:
-        if self.text in record:  # a field whose name reads as arithmetic (response-1) is that field
-            return record[self.text]
-        return self._eval(self.tree, record)
+        value = self._eval(self.tree, record)
+        if not self.is_path:  # a computed number: finite, or the record is bad input
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, float) and not math.isfinite(v):
+                    raise RecordError(f"--fields {self.item} gave {v}, not a finite number", _field_of(self.tree))
+        return value
 
     # ---- evaluation: a bare path gives the value as it is; everything else gives numbers
     def _path(self, node: ast.AST, record: dict) -> tuple[Any, str]:
@@ -177,9 +190,21 @@ class _Expression:
         if isinstance(node, ast.Compare):
             return self._compare(node, record)
         if isinstance(node, ast.IfExp):
-            test = self._eval(node.test, record)
-            return self._eval(node.body if test == 1 else node.orelse, record)
+            return self._eval(node.body if self._holds(node.test, record) else node.orelse, record)
         raise AssertionError(type(node))  # the constructor admits nothing else
+
+    def _holds(self, node: ast.AST, record: dict) -> bool:
+        """A test's truth: a JSON boolean (or "true"/"false") as it is, a number when it is 1; a sign
+        test's tie (0.5) does not hold."""
+        value = self._path(node, record)[0] if isinstance(node, (ast.Name, ast.Attribute)) else self._eval(node, record)
+        as_bool = _as_bool(value)
+        if as_bool is not None:
+            return as_bool
+        number = _as_number(value)
+        if number is None:
+            raise RecordError(f"expected true/false or a number for a test, got {value!r} (read by --fields "
+                              f"{self.item})", _field_of(node))
+        return number == 1
 
     def _operand(self, node: ast.AST, record: dict) -> Any:
         """A comparison's side: a field's own value (text compares as text), a constant, or a number."""
@@ -251,6 +276,29 @@ def expand_presets(spec: str) -> tuple[list[str], list[str]]:
     return items, used
 
 
+class _LiteralTest:
+    """``FIELD==VALUE`` as it always read: VALUE is literal text (or a number, or true/false)."""
+
+    def __init__(self, field_: str, value: str, item: str):
+        self.field, self.value, self.item = field_, value, item
+
+    def evaluate(self, record: dict) -> float:
+        if self.field not in record:
+            raise RecordError(f"missing (tested by --fields {self.item})", self.field)
+        return 1.0 if value_matches(record[self.field], self.value) else 0.0
+
+
+def _literal_test(source: str, item: str) -> _LiteralTest | None:
+    """The original ``FIELD==VALUE`` form: one ``==``, no other comparison, and a left side that is a
+    field name, not an expression (``0.5 if preference==0 else …`` and ``(a-b)==0`` are expressions)."""
+    if source.count("==") != 1 or re.search(r"[<>!]", source):
+        return None
+    left, _, right = (x.strip() for x in source.partition("=="))
+    if not left or not right or re.search(r"[()*/+]|\bif\b|\belse\b|['\"]", left):
+        return None
+    return _LiteralTest(left, right, item)
+
+
 class FieldMap:
     """The parsed ``--fields`` value; ``apply`` maps one record (None: left out by ``keep``).
 
@@ -260,16 +308,8 @@ class FieldMap:
 
     def __init__(self, spec: str):
         items, self.presets = expand_presets(spec)
-        self.renames: list[tuple[str, str]] = []
-        self.tests: list[tuple[str, str, str]] = []  # target, field, literal value
-        self.computed: list[tuple[str, _Expression]] = []
-        self.keep: list[_Expression] = []
-        self.tested = 0  # records the tests ran on, and how many each test matched
-        self.matched: dict[tuple[str, str, str], int] = {}
-        self.seen = 0
-        self.clipped = 0
-        self.left_out = 0
-        self.labels: Counter = Counter()
+        by_target: dict[str, Any] = {}  # a later item for a field replaces an earlier one (a preset's too)
+        self.keep: list = []
         for item in items:
             target, sep, source = item.partition("=")
             target, source = target.strip(), source.strip()
@@ -279,40 +319,42 @@ class FieldMap:
                 raise _usage(f"{target!r} is not a field rlhfkit reads ({', '.join(TARGETS)}) nor 'keep'")
             if source.startswith("="):  # label==... written as label=field==value
                 raise _usage(f"bad item {item!r}")
+            rule = _rule(source, f"{target}={source}")
             if target == KEEP:
-                self.keep.append(_Expression(source, item))
-            elif _LITERAL_TEST.match(source):
-                field_, value = _LITERAL_TEST.match(source).groups()
-                self.tests.append((target, field_, value))
-            elif _is_rename(source):
-                self.renames.append((target, source))
+                if isinstance(rule, str) or getattr(rule, "refusal", None):
+                    raise _usage(f"keep={source}: expected a test such as score_ratio>=2")
+                self.keep.append(rule)
             else:
-                self.computed.append((target, _Expression(source, item)))
+                by_target.pop(target, None)
+                by_target[target] = rule
+        self.rules = list(by_target.items())
+        self.seen = self.clipped = self.left_out = 0
+        self.matched: Counter = Counter()  # literal tests: records each matched
+        self.labels: Counter = Counter()  # computed labels: how many records got each value
 
     def apply(self, obj: dict) -> dict | None:
         self.seen += 1
-        for expr in self.keep:
-            if expr.evaluate(obj) != 1:
+        for test in self.keep:
+            if test.evaluate(obj) != 1:
                 self.left_out += 1
                 return None
         out = dict(obj)
-        for target, source in self.renames:
-            if source not in obj:
-                raise RecordError(f"missing (mapped to '{target}' by --fields)", source)
-            out[target] = out.pop(source) if source != target else out[source]
-        for test in self.tests:
-            target, field_, value = test
-            if field_ not in obj:
-                raise RecordError(f"missing (tested for '{target}' by --fields)", field_)
-            hit = value_matches(obj[field_], value)
-            out[target] = 1.0 if hit else 0.0
-            self.matched[test] = self.matched.get(test, 0) + hit
-        self.tested += bool(self.tests)
-        for target, expr in self.computed:
-            value = expr.evaluate(obj)
-            if target == "label":
+        for target, rule in self.rules:
+            name = rule if isinstance(rule, str) else rule.text if isinstance(rule, _Expression) else None
+            if name is not None and name in obj:  # a field of that very name: a rename, as it always was
+                out[target] = out.pop(name) if name != target else out[name]
+                continue
+            if isinstance(rule, str):
+                raise RecordError(f"missing (mapped to '{target}' by --fields)", rule)
+            if isinstance(rule, _Expression) and rule.refusal:
+                raise RecordError(f"missing (mapped to '{target}' by --fields; not read as an expression: "
+                                  f"{rule.refusal})", rule.text)
+            value = rule.evaluate(obj)
+            if isinstance(rule, _LiteralTest):
+                self.matched[rule.item] += value == 1.0
+            elif target == "label":
                 if isinstance(value, list) or _as_number(value) is None:
-                    raise RecordError(f"--fields {expr.item} gave {value!r}, not a number", "label")
+                    raise RecordError(f"--fields {rule.item} gave {value!r}, not a number", "label")
                 value = float(_as_number(value))
                 if not 0.0 <= value <= 1.0:
                     value = min(1.0, max(0.0, value))
@@ -324,41 +366,45 @@ class FieldMap:
     def notes(self) -> list[str]:
         """What the user should hear once the file is read (one line each)."""
         lines = [f"--fields {name} means --fields {PRESETS[name]}" for name in self.presets]
-        for test in self.tests:
-            target, field_, value = test
-            hits = self.matched.get(test, 0)
-            if self.tested and hits in (0, self.tested):
-                how = f"matched none of the {self.tested}" if hits == 0 else f"matched all {self.tested}"
-                lines.append(f"--fields {target}={field_}=={value} {how} records, so every {target} is "
-                             f"{float(hits > 0)}: check the field and the value")
-        computed_label = next((e.item for t, e in self.computed if t == "label"), None)
-        if computed_label and len(self.labels) == 1 and sum(self.labels.values()) > 1:
-            (value, n), = self.labels.items()
-            lines.append(f"--fields {computed_label} gave label {value} to all {n} records: check the field")
-        if self.clipped:
-            lines.append(f"--fields {computed_label}: {self.clipped} label(s) outside [0, 1] clipped to it")
+        n = self.seen - self.left_out
+        for target, rule in self.rules:
+            if isinstance(rule, _LiteralTest) and n > 0 and self.matched[rule.item] in (0, n):
+                hits = self.matched[rule.item]
+                how = f"matched none of the {n}" if hits == 0 else f"matched all {n}"
+                lines.append(f"--fields {rule.item} {how} records, so every {target} is {float(hits > 0)}: "
+                             "check the field and the value")
+            if isinstance(rule, _Expression) and target == "label":
+                if len(self.labels) == 1 and sum(self.labels.values()) > 1:
+                    (value, count), = self.labels.items()
+                    lines.append(f"--fields {rule.item} gave label {value} to all {count} records: check the field")
+                if self.clipped:
+                    lines.append(f"--fields {rule.item}: {self.clipped} label(s) outside [0, 1] clipped to it")
         if self.left_out:
-            tests = ", ".join(f"keep={e.text}" for e in self.keep)
+            tests = ", ".join(t.item for t in self.keep)
             lines.append(f"--fields {tests} left out {self.left_out} of {self.seen} records")
         return lines
 
-    one_sided_tests = notes  # the name earlier code used
-
     def __bool__(self) -> bool:
-        return bool(self.renames or self.tests or self.computed or self.keep)
+        return bool(self.rules or self.keep)
 
 
-def _is_rename(source: str) -> bool:
-    """A plain field name: an identifier, or a name that is no expression at all (``Question Title``).
-    A name that reads as arithmetic (``response-1``) is an expression whose record, when it holds a field
-    of exactly that name, gives that field's value."""
+def _rule(source: str, item: str):
+    """How one SOURCE is read: a field name (str), the literal ``FIELD==VALUE`` test, or an expression."""
     if _IDENT.match(source):
-        return True
+        return source
+    literal = _literal_test(source, item)
+    if literal is not None:
+        return literal
     try:
-        ast.parse(source, mode="eval")
+        expr = _Expression(source, item)
     except SyntaxError:
-        return not re.search(r"[<>()*/=!]", source)  # an expression with a mistake is reported, not renamed
-    return False
+        if re.search(r"[<>=!]", source):  # a test with a mistake in it: say so rather than rename
+            raise _usage(f"cannot read {item!r}: expected a field name, FIELD==VALUE, or an expression such as "
+                         "2-preference or score_chosen-score_rejected") from None
+        return source  # a name that is no expression (``Question Title``): a rename
+    if expr.refusal and re.search(r"[<>=!]", source):
+        raise _usage(f"{item!r}: {expr.refusal}")
+    return expr
 
 
 def field_map(spec: str | None) -> FieldMap | None:

@@ -211,6 +211,11 @@ class ReadStats:
     left_out: int = 0  # records --fields keep=... left out
     rejected_lines: list[bytes] = field(default_factory=list)
 
+    def counts(self) -> dict:
+        """The reading notes worth a summary line's field, where they happened."""
+        return {k: v for k, v in (("reoriented", self.reoriented), ("prompt_in_responses", self.prompt_in_responses),
+                                  ("left_out", self.left_out)) if v}
+
 
 class RecordReader:
     """Iterate validated records of a file; stop at the first bad one or skip and keep it.

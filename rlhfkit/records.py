@@ -44,6 +44,7 @@ class Example:
     chosen: Any = None
     rejected: Any = None
     responses: list | None = None  # ranking: best first
+    given_responses: list | None = None  # ranking: in the record's own order (what outputs follow)
     scores: list | None = None
     response: Any = None
     label: float = 1.0
@@ -252,6 +253,9 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
         for i, r in enumerate(responses):  # an empty response is a real sample (e.g. an immediate EOS)
             if not isinstance(r, str) and not _is_messages(r):
                 raise RecordError(f"item {i} is not a string or message list", "responses")
+        if prompt_given:
+            responses, ex.prompt_in_responses = without_prompt_turns(ex.prompt, responses, allow_empty=True)
+        ex.given_responses = responses
         scores = obj.get("scores")
         if scores is not None:
             if not isinstance(scores, list) or len(scores) != len(responses):
@@ -261,8 +265,6 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
             order = sorted(range(len(scores)), key=lambda i: -scores[i])
             responses = [responses[i] for i in order]
             scores = [float(scores[i]) for i in order]
-        if prompt_given:
-            responses, ex.prompt_in_responses = without_prompt_turns(ex.prompt, responses)
         ex.responses, ex.scores = responses, scores
         oe = obj.get("open_ended")
         if oe is not None and not isinstance(oe, bool):
@@ -271,7 +273,7 @@ def parse_record(obj: Any, kinds: tuple[str, ...] | None = None) -> Example:
     elif kind == GENERATION:
         ex.response = _text(obj, "response", allow_empty=True)
         if prompt_given and ex.response:
-            (ex.response,), ex.prompt_in_responses = without_prompt_turns(ex.prompt, [ex.response], ("response",))
+            (ex.response,), ex.prompt_in_responses = without_prompt_turns(ex.prompt, [ex.response], allow_empty=True)
     return ex
 
 
@@ -282,11 +284,13 @@ def prompt_turns(prompt: Any) -> list:
     return [{"role": "user", "content": prompt}] if prompt else []
 
 
-def without_prompt_turns(prompt: Any, responses: list, names: tuple[str, ...] = ()) -> tuple[list, bool]:
+def without_prompt_turns(prompt: Any, responses: list, names: tuple[str, ...] = (),
+                         allow_empty: bool = False) -> tuple[list, bool]:
     """The responses without the prompt's turns when every one of them is a conversation that begins
     with them (UltraFeedback: ``prompt`` a string, ``chosen``/``rejected`` whole conversations), so that
     rendering prompt + response holds the prompt once; and whether that applied. A conversation holding
-    nothing but the prompt's turns is an error: there is no response to read."""
+    nothing but the prompt's turns is an empty response: an error in a pair, a sample (an immediate
+    end) in a ranking or a generation (``allow_empty``)."""
     turns = prompt_turns(prompt)
     same = lambda a, b: a.get("role") == b.get("role") and a.get("content") == b.get("content")  # noqa: E731
     if not turns or not all(isinstance(r, list) and len(r) >= len(turns) and all(map(same, r, turns))
@@ -294,7 +298,7 @@ def without_prompt_turns(prompt: Any, responses: list, names: tuple[str, ...] = 
         return responses, False
     stripped = [r[len(turns):] for r in responses]
     for i, r in enumerate(stripped):
-        if not r:
+        if not r and not allow_empty:
             raise RecordError("holds only the prompt's turns, no response after them",
                               names[i] if i < len(names) else "responses")
     return stripped, True

@@ -127,7 +127,7 @@ def score_examples(scorer, examples: Sequence, batch_size: int = 32) -> list[dic
         elif ex.kind == "pair":
             items = [ex.chosen, ex.rejected]
         else:
-            items = ex.raw["responses"]  # the record's own order, for the output
+            items = ex.given_responses  # the record's own order, for the output
         for item in items:
             prompts.append(ex.prompt)
             responses.append(item)
@@ -143,7 +143,7 @@ def score_examples(scorer, examples: Sequence, batch_size: int = 32) -> list[dic
             out.append(ex.output(**_fields(all_rewards[pos], "_chosen"), **_fields(all_rewards[pos + 1], "_rejected")))
             pos += 2
         else:
-            n = len(ex.raw["responses"])
+            n = len(ex.given_responses)
             out.append(ex.output(response_rewards=all_rewards[pos : pos + n].mean(dim=1).tolist()))
             pos += n
     return out

@@ -214,6 +214,7 @@ def test_ultrafeedback_holds_the_user_turn_once_when_rendered(tmp_path):
         "<user>What is question 0?</user><assistant>good answer 0</assistant>"
     r = cli("validate", path)
     assert "2 record(s) whose responses already begin with the prompt's turns" in r.stderr
+    assert last_json_line(r.stderr)["prompt_in_responses"] == 2
 
 
 def test_a_conversation_that_differs_from_the_prompt_is_kept_whole(tmp_path):
@@ -231,6 +232,7 @@ def test_a_conversation_that_differs_from_the_prompt_is_kept_whole(tmp_path):
 def test_alpacaeval_weighted_agrees_with_the_annotator_on_every_untied_pair(tmp_path):
     rows = json.loads(alpacaeval_weighted(tmp_path).read_text())
     examples, _ = read_records(str(tmp_path / "weighted.json"), ("pair",), fields=field_map("alpacaeval"))
+    assert len(rows) == len(examples)
     for row, ex in zip(rows, examples):
         p2 = float(row["preference"]) - 1  # P(output_2 better)
         if p2 != 0.5:
@@ -289,18 +291,84 @@ def test_expression_errors_name_the_field_and_the_line(tmp_path):
     assert r.exit_code == 2 and ":2: field 'p': expected a number" in r.stderr
     r = cli("validate", data, "--fields", "prompt=q,chosen=a,rejected=b,label=2-p", "--on-error", "skip")
     assert last_json_line(r.stderr)["skipped"] == 2
-    for bad in ("label=__import__('os')", "label=p**2", "label=p.__class__()", "keep=(p"):
-        r = cli("validate", data, "--fields", bad)
-        assert r.exit_code == 2 and "--fields" in r.stderr, bad
     r = cli("validate", data, "--fields", "nosuchpreset")
     assert r.exit_code == 2 and "alpacaeval" in r.stderr
 
 
-def test_a_hyphenated_field_name_is_still_a_rename(tmp_path):
-    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "response-1": "a", "response-2": "b"}])
-    r = cli("validate", data, "--fields", "prompt=question,chosen=response-1,rejected=response-2")
+@pytest.mark.parametrize("source,why", [
+    ("__import__('os').system('true')", "the functions are"), ("p**2", "Pow is not allowed"),
+    ("p.__class__", None), ("'a'-1", "text can only be compared"), ("-'a'", "text can only be compared"),
+    ("abs('x')", "text can only be compared"), ("open('x')", "the functions are log(x) and abs(x)"),
+    ("[p][0]", "is not allowed")])
+def test_an_expression_is_parsed_never_run(tmp_path, source, why):
+    """Only fields, numbers, + - * /, comparisons, log, abs and if/else are evaluated: anything else is
+    read as a field name (and such a field is missing); a path only looks up keys of objects."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"q": "x", "a": "1", "b": "2", "p": {"k": 1}}])
+    r = cli("validate", data, "--fields", f"prompt=q,chosen=a,rejected=b,label={source}")
+    assert r.exit_code == 2
+    if why is None:
+        assert "field 'p.__class__': missing" in r.stderr, r.stderr
+    else:
+        assert "not read as an expression: " in r.stderr and why in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_computed_number_that_is_not_finite_is_bad_input(tmp_path):
+    data = write_jsonl(tmp_path / "d.jsonl", [{"q": "x", "a": "1", "b": "2", "p": "1e308"}])
+    r = cli("validate", data, "--fields", "prompt=q,chosen=a,rejected=b,label=p*10-p*10")
+    assert r.exit_code == 2 and "not a finite number" in r.stderr, r.stderr
+
+
+def test_literal_tests_keep_their_old_reading():
+    """`FIELD==VALUE` with spaces, brackets or a slash in VALUE (Chatbot Arena's `tie (bothbad)`), or a
+    space in FIELD, compares literal text as it always did; text is quoted inside expressions."""
+    rows = [{"q": "x", "a": "1", "b": "2", "winner": w, "Human Preference": h, "choice": c}
+            for w, h, c in [("tie (bothbad)", 1, "A/B"), ("model_a", 2, "B")]]
+    for spec, want in [("label=winner==tie (bothbad)", [1.0, 0.0]), ("label=Human Preference==1", [1.0, 0.0]),
+                       ("label=choice==A/B", [1.0, 0.0]), ("label=winner!='model_a'", [1.0, 0.0]),
+                       ("label=0.5 if winner=='tie (bothbad)' else 1", [0.5, 1.0])]:
+        fm = field_map("prompt=q,chosen=a,rejected=b," + spec)
+        assert [fm.apply(r)["label"] for r in rows] == want, spec
+    fm = field_map("keep=winner==model_a")
+    assert [fm.apply(r) is not None for r in rows] == [False, True]
+
+
+def test_a_later_item_replaces_a_presets_item_for_the_same_field():
+    fm = field_map("alpacaeval,label=preference==1")
+    row = {"instruction": "q", "output_1": "a", "output_2": "b", "preference": 1.3}
+    assert fm.apply(row)["label"] == 0.0  # the user's test, not the preset's 2 - preference
+    fm = field_map("pku-saferlhf,chosen=resp")
+    out = fm.apply({"prompt": "p", "resp": "r", "response_0": "z", "response_1": "o", "better_response_id": 1})
+    assert (out["chosen"], out["response_0"]) == ("r", "z")  # response_0 no longer renamed away
+
+
+def test_a_boolean_field_is_a_test_and_a_tie_does_not_hold():
+    fm = field_map("label=0.5 if tie else 1")
+    assert [fm.apply({"tie": t})["label"] for t in (True, False, "true")] == [0.5, 1.0, 0.5]
+    fm = field_map("label=0.25 if s<0 else 0.75")
+    assert [fm.apply({"s": s})["label"] for s in (-1, 0, 1)] == [0.25, 0.75, 0.75]
+
+
+def test_a_field_whose_name_is_no_identifier_is_still_a_rename(tmp_path):
+    """`response-1`, `answer (A)`, `resp[0]`: renamed (the old field removed) as before expressions came."""
+    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "q", "response-1": "a", "answer (A)": "b", "resp[0]": "c"}])
+    r = cli("validate", data, "--fields", "prompt=question,chosen=response-1,rejected=answer (A),id=resp[0]")
     assert r.exit_code == 0, r.stderr
-    assert [(x["chosen"], x["rejected"]) for x in read_jsonl(r.stdout)] == [("a", "b")]
+    (out,) = read_jsonl(r.stdout)
+    assert (out["chosen"], out["rejected"], out["id"]) == ("a", "b", "c")
+    assert not {"response-1", "answer (A)", "resp[0]"} & set(out)
+
+
+def test_ranking_and_generation_records_read_the_prompt_once_and_score_in_record_order(tmp_path):
+    user = {"role": "user", "content": "hi"}
+    rows = [{"prompt": "hi", "responses": [[user, {"role": "assistant", "content": t}] for t in ("b", "a", "c")],
+             "scores": [2, 3, 1]},
+            {"prompt": "hi", "response": [user]}]  # a generation that ended at once: an empty response
+    examples, stats = read_records(str(write_jsonl(tmp_path / "d.jsonl", rows)))
+    assert stats.prompt_in_responses == 2
+    assert [r[0]["content"] for r in examples[0].given_responses] == ["b", "a", "c"]
+    assert [r[0]["content"] for r in examples[0].responses] == ["a", "b", "c"]  # best first
+    assert examples[1].response == []
 
 
 def test_keep_left_out_everything_is_an_error_not_an_empty_file(tmp_path):

@@ -56,4 +56,4 @@ def ensemble(
     cfg = HeadTraining(heads=heads, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                        bootstrap=bootstrap, seed=seed)
     result, _ = build_ensemble(examples, out, model, cfg, from_rm, pooling, max_length, cache)
-    summary(stage="ensemble", out=out, records=stats.read, skipped=stats.skipped, **result)
+    summary(stage="ensemble", out=out, records=stats.read, skipped=stats.skipped, **stats.counts(), **result)

@@ -40,4 +40,5 @@ def score(
     scorer = load_scorer(reward, max_length=max_length, dtype=dtype, one_at_a_time=True)
     records = score_examples(scorer, examples, batch_size)
     write_records(out, records)
-    summary(stage="score", reward=reward, dtype=dtype, heads=scorer.heads, records=len(records), skipped=stats.skipped)
+    summary(stage="score", reward=reward, dtype=dtype, heads=scorer.heads, records=len(records), skipped=stats.skipped,
+            **stats.counts())

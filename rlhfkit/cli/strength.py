@@ -160,4 +160,4 @@ def strength(
     if "stronger" in info:
         err_console.print(f"strength: {folds} folds, members trained {member_epochs:g} epoch(s); stronger: {info['stronger']}",
                           highlight=False)
-    summary(stage="strength", skipped=stats.skipped, **info)
+    summary(stage="strength", skipped=stats.skipped, **stats.counts(), **info)

@@ -90,7 +90,7 @@ def train_rm(
     meta_examples = read_records(values["meta_data"], ("ranking",))[0] if values["meta_data"] else None
     result = train_reward_model(cfg, examples, source=values["data"], eval_examples=eval_examples,
                                 meta_examples=meta_examples)
-    summary(stage="train-rm", out=cfg.out, records=stats.read, skipped=stats.skipped, **result)
+    summary(stage="train-rm", out=cfg.out, records=stats.read, skipped=stats.skipped, **stats.counts(), **result)
 
 
 def drop_untrainable_rankings(examples, source: str, on_error: str, stats):

@@ -41,4 +41,5 @@ def validate(
                 yield ex.output()
 
         write_records(out, checked())
-    summary(stage="validate", read=reader.stats.read, skipped=reader.stats.skipped, kinds=dict(kinds))
+    summary(stage="validate", read=reader.stats.read, skipped=reader.stats.skipped, kinds=dict(kinds),
+            **reader.stats.counts())
