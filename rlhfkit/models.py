@@ -372,6 +372,39 @@ def resolve_dtype(name: str = "auto", device: str | None = None):
     return torch.float32
 
 
+def compute_autocast(device_type: str, dtype):
+    """bf16 (or fp16) compute over fp32 weights, a no-op in fp32. A trained module enters it inside its
+    own forward (TrainModule, ActorCritic, Critic), so every engine computes its forwards alike:
+    DeepSpeed switches an *outer* autocast off inside its engine (unless its config has a
+    ``torch_autocast`` section), which made PPO's update compute in fp32 what the rollout had in bf16."""
+    import torch
+
+    return torch.autocast(device_type, dtype=dtype, enabled=dtype in (torch.bfloat16, torch.float16))
+
+
+def frozen_copy(model, dtype, device):
+    """A frozen copy of a transformers model in ``dtype`` on ``device``, made one tensor at a time:
+    PPO's reference without a second whole fp32 copy (``deepcopy(policy).to(bf16)`` held two fp32
+    copies at once: 56 GB of host memory per process at 7B). Built on the meta device, cast there,
+    allocated on ``device``, then filled from ``model`` (every buffer too: rotary tables are not in a
+    state dict)."""
+    import torch
+
+    with torch.device("meta"):
+        copy = type(model)(model.config)
+    copy = copy.to(dtype).to_empty(device=device)
+    if hasattr(copy, "tie_weights"):
+        copy.tie_weights()
+    source = dict(model.named_parameters(remove_duplicate=False))
+    source.update(model.named_buffers(remove_duplicate=False))
+    with torch.no_grad():
+        for name, t in [*copy.named_parameters(remove_duplicate=False), *copy.named_buffers(remove_duplicate=False)]:
+            t.copy_(source[name])
+    for p in copy.parameters():
+        p.requires_grad_(False)
+    return copy.eval()
+
+
 def set_dropout(model, p: float) -> None:
     """Set every dropout probability of ``model`` to ``p``: ``nn.Dropout`` modules and the float
     attributes that functional dropout reads (Llama/Qwen ``attention_dropout``, OPT ``dropout``).

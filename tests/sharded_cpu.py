@@ -10,6 +10,11 @@ tests/sharded_cpu.py <rlhfkit arguments>`, changes three decisions and nothing e
 - which backend a launched process uses: gloo on the CPU (accelerate would find none);
 - for FSDP, that a multi-CPU process may be FSDP (accelerate allows it for accelerator devices only).
 
+And one thing the engines see as they would on a GPU: `torch.is_autocast_enabled()` asked with no
+device (DeepSpeed's `autocast_if_enabled` asks so) reads CUDA's autocast only, so under
+`torch.autocast("cpu")` it said False here where a GPU run's check says True. Asked with no device, it
+reports the CPU's autocast too, so a CPU run takes the branch a GPU run takes.
+
 Everything after that is accelerate's and the engine's own code: the DeepSpeed engine (ZeRO-2/3 on
 DeepSpeed's CPU accelerator) and FSDP1/FSDP2 on a CPU device mesh. rlhfkit records the engine it ran
 under (`engine` in rlhfkit.json), so a test that reads it fails if this shim ever stops
@@ -61,6 +66,16 @@ def accelerator_init(self, *args, cpu=False, **kwargs):
     _accelerator_init(self, *args, cpu=cpu and not wants_engine(), **kwargs)
 
 
+_is_autocast_enabled = torch.is_autocast_enabled
+
+
+def is_autocast_enabled(device_type=None):
+    if device_type is None:
+        return _is_autocast_enabled("cuda") or _is_autocast_enabled("cpu")
+    return _is_autocast_enabled(device_type)
+
+
+torch.is_autocast_enabled = is_autocast_enabled
 Accelerator.__init__ = accelerator_init
 PartialState._prepare_backend = prepare_backend
 AcceleratorState.__init__ = accelerator_state_init

@@ -122,7 +122,7 @@ def test_lora_ppo_through_the_cli_resumes(tmp_path):
             "--mini-batch-size", 2, "--max-new-tokens", 4, "--save-steps", 2, "--lr", 1e-2]
     assert cli(*args, "--steps", 3, "--out", tmp_path / "full").exit_code == 0
     assert cli(*args, "--steps", 3, "--out", tmp_path / "cut").exit_code == 0  # checkpoints step 2
-    assert (tmp_path / "cut" / "checkpoints" / "step-2" / "trainable.safetensors").exists()
+    assert (tmp_path / "cut" / "checkpoints" / "step-2" / "trainable.index.json").exists()
     shutil.rmtree(tmp_path / "cut" / "checkpoints" / "step-3")  # as if it had stopped after step 2
     r = cli(*args, "--steps", 3, "--out", tmp_path / "cut", "--resume")  # continues from step 2
     assert r.exit_code == 0, r.stderr

@@ -132,6 +132,8 @@ def test_a_planted_pickle_is_never_run_on_resume(tmp_path):
     args = ["train-rm", data, "--model", "tiny-gpt", "--max-steps", 4, "--save-steps", 1, "--out", tmp_path / "rm"]
     assert cli(*args).exit_code == 0
     last = sorted((tmp_path / "rm" / "checkpoints").glob("step-*"))[-1]
+    # a checkpoint is safetensors and JSON only: nothing else in it is ever opened
+    assert {f.suffix for f in last.iterdir()} <= {".safetensors", ".json"}, sorted(f.name for f in last.iterdir())
     marker = tmp_path / "pwned"
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "scheduler.bin"):  # what accelerate would unpickle
         (last / name).write_bytes(pickle.dumps(Planted(marker)))
@@ -140,20 +142,22 @@ def test_a_planted_pickle_is_never_run_on_resume(tmp_path):
     assert not marker.exists()
     (last / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
     r = cli_proc(*args, "--resume")
-    assert r.returncode == 2 and "refused" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 0, r.stderr
     assert not marker.exists()
 
 
-def test_ppo_refuses_a_planted_pickle(tmp_path):
+def test_ppo_never_runs_a_planted_pickle(tmp_path):
     prompts = tmp_path / "p.txt"
     prompts.write_text("a\nb\n")
     args = ["ppo", "--policy", "tiny-gpt", "--reward", REWARD, "--prompts", prompts, "--out", tmp_path / "o",
             "--steps", 2, "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 2, "--save-steps", 1]
     assert cli(*args).exit_code == 0
     marker = tmp_path / "pwned"
-    (tmp_path / "o" / "checkpoints" / "step-2" / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
-    r = cli_proc(*args, "--resume")
-    assert r.returncode == 2 and "refused" in r.stderr
+    last = tmp_path / "o" / "checkpoints" / "step-2"
+    assert {f.suffix for f in last.iterdir()} <= {".safetensors", ".json"}, sorted(f.name for f in last.iterdir())
+    (last / "optimizer.pt").write_bytes(pickle.dumps(Planted(marker)))
+    r = cli_proc(*args, "--steps", 3, "--resume")
+    assert r.returncode == 0, r.stderr
     assert not marker.exists()
 
 

@@ -77,7 +77,9 @@ def test_a_lora_policy_saved_merged_scores_like_its_adapters(tmp_path):
     cfg = PPOConfig(policy=str(base), reward=reward, out=str(out), lora=True)
     adapters = add_policy_lora(load_model(str(base), "causal-lm", dtype=torch.bfloat16), cfg)
     assert next(p for p in adapters.parameters() if not p.requires_grad).dtype == torch.bfloat16
-    trained = load_file(str(out / "checkpoints" / "step-2" / "trainable.safetensors"))
+    from rlhfkit.trainstate import read_weights
+
+    trained = read_weights(out / "checkpoints" / "step-2")
     missing = adapters.load_state_dict({k.removeprefix("policy."): v for k, v in trained.items()
                                         if k.startswith("policy.")}, strict=False)
     assert not missing.unexpected_keys
@@ -104,7 +106,7 @@ def test_resume_refuses_a_checkpoint_whose_weights_do_not_match(tmp_path):
     or missing trainable weight was skipped silently and the run resumed from initial weights."""
     from pathlib import Path
 
-    from safetensors.torch import load_file, save_file
+    import json
 
     from conftest import cli
 
@@ -114,11 +116,11 @@ def test_resume_refuses_a_checkpoint_whose_weights_do_not_match(tmp_path):
     args = ["ppo", "--policy", "tiny-gpt", "--reward", reward, "--prompts", prompts, "--out", tmp_path / "o",
             "--batch-size", 2, "--mini-batch-size", 2, "--max-new-tokens", 3, "--save-steps", 1]
     assert cli(*args, "--steps", 1).exit_code == 0
-    path = tmp_path / "o" / "checkpoints" / "step-1" / "trainable.safetensors"
-    weights = load_file(str(path))
-    name = next(iter(weights))
-    weights["renamed." + name] = weights.pop(name)
-    save_file(weights, str(path))
+    index_path = tmp_path / "o" / "checkpoints" / "step-1" / "trainable.index.json"
+    index = json.loads(index_path.read_text())
+    name = next(k for k in index if "::" not in k)
+    index["renamed." + name] = index.pop(name)  # a checkpoint of another model's weights
+    index_path.write_text(json.dumps(index))
     r = cli(*args, "--steps", 2, "--resume")
     assert r.exit_code == 2 and "do not match this run's trainable ones" in r.stderr
 
@@ -327,3 +329,53 @@ def test_metarm_is_refused_under_deepspeed_before_loading(monkeypatch, engine):
         train.fit_reward_model(train.TrainConfig(model="tiny-bert", out=None, batch_size=4, save_steps=0), pairs,
                                meta_examples=meta, progress=False)
     assert loads == []
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt", "tiny-llama"])
+def test_the_reference_is_a_frozen_copy_in_the_compute_dtype_made_tensor_by_tensor(name):
+    """ppo's reference was deepcopy(policy).to(bf16): two whole fp32 copies at once (56 GB of host
+    memory per process at 7B). frozen_copy builds it on the meta device and fills it one tensor at a
+    time; it must compute exactly what the cast deepcopy computed (rotary tables, tied embeddings)."""
+    import copy
+
+    from rlhfkit.models import frozen_copy, load_model
+
+    policy = load_model(name, "causal-lm")
+    ids = torch.tensor([[5, 17, 33, 2, 9, 41, 7, 12]])
+    for dtype in (torch.float32, torch.bfloat16):
+        ref = frozen_copy(policy, dtype, "cpu")
+        cast = copy.deepcopy(policy).to("cpu", dtype).eval()
+        with torch.no_grad():
+            assert torch.equal(ref(ids).logits, cast(ids).logits)
+        assert {p.dtype for p in ref.parameters()} == {dtype} and not any(p.requires_grad for p in ref.parameters())
+        assert sum(p.numel() for p in ref.parameters()) == sum(p.numel() for p in policy.parameters())  # ties kept
+        assert not ref.training
+    assert all(p.requires_grad for p in policy.parameters())  # the policy itself untouched
+
+
+def test_a_plain_run_prints_no_deepspeed_notice(tmp_path):
+    """With the deepspeed extra installed, every one-process ppo run printed DeepSpeed's "Setting
+    accelerator to CPU" warning (accelerate imports DeepSpeed whenever it is installed)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("deepspeed")
+    reward = f"{Path(__file__).with_name('scripted_rewards.py')}:byte_mix"
+    (tmp_path / "p.txt").write_text("a\nb\n")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # as a user's shell has it
+    r = subprocess.run([sys.executable, "-m", "rlhfkit", "ppo", "--policy", "tiny-gpt", "--reward", reward,
+                        "--prompts", str(tmp_path / "p.txt"), "--steps", "1", "--batch-size", "2",
+                        "--mini-batch-size", "2", "--max-new-tokens", "2", "--save-steps", "0",
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Setting accelerator" not in r.stderr, r.stderr
+
+
+def test_ppo_state_does_not_import_the_trainer():
+    """ppo/state.py reached back into ppo/trainer.py (which imports state) for add_policy_lora."""
+    import ast
+
+    source = (Path(__file__).resolve().parents[1] / "rlhfkit" / "ppo" / "state.py").read_text()
+    imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
+    assert "trainer" not in imported and "rlhfkit.ppo.trainer" not in imported

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..dist import ShardedByLayer
+from ..models import compute_autocast
 from ..records import as_text
 
 
@@ -166,17 +167,19 @@ def forward_response(model: nn.Module, prompt_ids, prompt_mask, response_ids, re
 class ActorCritic(ShardedByLayer, nn.Module):
     """The policy and (shared critic) its value head as one module, so that one DDP/FSDP/DeepSpeed
     wrapper sees every trainable weight; ``forward`` gives per-response-token log-probs, values and
-    entropy."""
+    entropy, computed in ``compute_dtype`` (autocast entered here, so no engine can switch it off)."""
 
-    def __init__(self, policy: nn.Module, value_head: nn.Module | None = None):
+    def __init__(self, policy: nn.Module, value_head: nn.Module | None = None, compute_dtype=torch.float32):
         super().__init__()
         self.policy = policy
         self.value_head = value_head
+        self.compute_dtype = compute_dtype
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
                 with_entropy: bool = False):
-        return forward_response(self.policy, prompt_ids, prompt_mask, response_ids, response_mask_, temperature,
-                                self.value_head, with_entropy)
+        with compute_autocast(prompt_ids.device.type, self.compute_dtype):
+            return forward_response(self.policy, prompt_ids, prompt_mask, response_ids, response_mask_, temperature,
+                                    self.value_head, with_entropy)
 
 
 class ValueHead(nn.Module):
@@ -196,15 +199,34 @@ class Critic(ShardedByLayer, nn.Module):
     """A separate value model: a transformer body (a copy of the policy, or the reward model's)
     plus a value head."""
 
-    def __init__(self, body: nn.Module):
+    def __init__(self, body: nn.Module, compute_dtype=torch.float32):
         super().__init__()
         self.body = body
         self.head = ValueHead(body.config.hidden_size)
+        self.compute_dtype = compute_dtype
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_) -> torch.Tensor:
         ids = torch.cat([prompt_ids, response_ids], dim=1)
         mask = torch.cat([prompt_mask, response_mask_], dim=1)
-        out = self.body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), output_hidden_states=True,
-                        use_cache=False)
+        with compute_autocast(ids.device.type, self.compute_dtype):
+            out = self.body(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
+                            output_hidden_states=True, use_cache=False)
         p = prompt_ids.shape[1]
         return self.head(out.hidden_states[-1][:, p - 1 : -1]).squeeze(-1)
+
+
+def add_policy_lora(policy, cfg):
+    """peft adapters on every linear layer of the policy, trained in fp32 over its (frozen) base."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError:
+        from ..io import UsageError
+
+        raise UsageError("--lora needs the 'peft' package: pip install 'rlhfkit[lora]'") from None
+    config = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                        target_modules="all-linear")
+    model = get_peft_model(policy, config, autocast_adapter_dtype=True)
+    for p in model.parameters():  # trainable weights are fp32 masters whatever the base's dtype
+        if p.requires_grad:
+            p.data = p.data.float()
+    return model

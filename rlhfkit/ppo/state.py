@@ -32,13 +32,6 @@ def run_identity(cfg, prompts: Sequence[Any]) -> dict:
     return identity
 
 
-def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The weights a run changes (all of them, or adapters and value head under LoRA), by name."""
-    return {n: p.detach().contiguous().cpu() for n, p in module.named_parameters() if p.requires_grad}
-
-
-
-
 def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     """The policy directory (adapters merged under --lora), written by the main process. Where the
     weights are sharded (FSDP, ZeRO-3) every process first helps gather them."""
@@ -62,7 +55,7 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
             if unknown:
                 raise RuntimeError(f"gathered weights the policy does not name: {sorted(unknown)[:3]}")
         if weights is not None and cfg.lora:  # an unsharded copy to merge the adapters into
-            from .trainer import add_policy_lora
+            from .policy import add_policy_lora
 
             policy = add_policy_lora(load_model(cfg.policy, "causal-lm", dtype=torch.float32), cfg)
             load_weights(policy, weights)
@@ -79,32 +72,38 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     tmp.rmdir()
 
 
-def save_checkpoint(trainer, step: int, identity: dict) -> None:
-    """trainable.safetensors (policy weights or adapters, value head), critic.safetensors,
-    optimizer.pt (tensors only), JSON for the rest; written by the main process."""
-    from safetensors.torch import save_file
+def _trained(trainer) -> dict:
+    """The modules whose weights a PPO run changes, by the prefix their names take in a checkpoint."""
+    return {"": trainer.actor, **({"critic.": trainer.critic} if trainer.critic is not None else {})}
 
-    trainer.accelerator.wait_for_everyone()
-    if trainer.accelerator.is_main_process:
-        root = Path(trainer.cfg.out) / "checkpoints"
-        tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+
+def save_checkpoint(trainer, step: int, identity: dict) -> None:
+    """The trained weights and AdamW moments, whole, by name (``rlhfkit.trainstate``: safetensors and
+    JSON under any engine), β and the run's identity; every process must call."""
+    from .. import trainstate
+
+    acc = trainer.accelerator
+    root = Path(trainer.cfg.out) / "checkpoints"
+    tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
+    acc.wait_for_everyone()
+    if acc.is_main_process:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_file(trainable_state(trainer.accelerator.unwrap_model(trainer.actor)), str(tmp / "trainable.safetensors"))
-        if trainer.critic is not None:
-            save_file(trainable_state(trainer.accelerator.unwrap_model(trainer.critic)), str(tmp / "critic.safetensors"))
-        torch.save(trainer.optimizer.state_dict(), tmp / "optimizer.pt")
+    acc.wait_for_everyone()
+    trainstate.save(acc, _trained(trainer), trainer.optimizer, tmp)
+    if acc.is_main_process:
         # β as JSON: a float64 that the adaptive controller continues exactly
         ckpt.write_json(tmp / ckpt.STATE_FILE, {"step": step, "beta": trainer.beta, "identity": identity,
                                                 "world_size": trainer.world})
         ckpt.publish(tmp, final, keep=2)
-    trainer.accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
+
 
 def load_checkpoint(trainer, identity: dict) -> int:
-    """Continue from the newest checkpoint of this run, at any process count (rollouts and mini-batches
-    are functions of (seed, step), not of the processes' random state)."""
-    from safetensors.torch import load_file
+    """Continue from the newest checkpoint of this run, at any process count and under any engine
+    (rollouts and mini-batches are functions of (seed, step), not of the processes' random state)."""
+    from .. import trainstate
 
     found = ckpt.list_checkpoints(Path(trainer.cfg.out) / "checkpoints")
     if not found:
@@ -112,22 +111,8 @@ def load_checkpoint(trainer, identity: dict) -> int:
     last = found[-1]
     meta = ckpt.read_json(last / ckpt.STATE_FILE)
     ckpt.check_identity(meta.get("identity"), identity, last)
-    if not (last / "trainable.safetensors").exists():
-        raise UsageError(f"{last}: written by an older rlhfkit (no trainable.safetensors); start a new run")
-    actor = trainer.accelerator.unwrap_model(trainer.actor)
-    saved = load_file(str(last / "trainable.safetensors"))
-    wanted = set(trainable_state(actor))
-    if set(saved) != wanted:  # strict=False below only because frozen weights are not saved
-        odd = sorted(set(saved) ^ wanted)
-        raise UsageError(f"{last / 'trainable.safetensors'}: its weights do not match this run's trainable ones "
-                         f"({len(odd)} differ, e.g. {odd[0]}); start a new run or pass the flags it was made with")
-    actor.load_state_dict(saved, strict=False)
-    if trainer.critic is not None:
-        trainer.accelerator.unwrap_model(trainer.critic).load_state_dict(load_file(str(last / "critic.safetensors")))
-    trainer.optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
+    trainstate.load(trainer.accelerator, _trained(trainer), trainer.optimizer, last)
     trainer.beta = float(meta["beta"])
     if trainer.kl_ctl is not None:
         trainer.kl_ctl.beta = trainer.beta
     return int(meta["step"])
-
-

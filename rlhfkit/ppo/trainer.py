@@ -29,10 +29,10 @@ import torch
 from .. import checkpoint as ckpt
 from ..dist import full_parameters, unsharded_loading
 from ..io import UsageError
-from ..models import disable_dropout, load_model, load_tokenizer, resolve_dtype
+from ..models import compute_autocast, disable_dropout, frozen_copy, load_model, load_tokenizer, resolve_dtype
 from . import core, state
 from .state import run_identity
-from .policy import ActorCritic, Critic, ValueHead, encode_prompts, forward_response, generate
+from .policy import ActorCritic, Critic, ValueHead, add_policy_lora, encode_prompts, forward_response, generate
 from .rewards import RewardSource, load_reward
 
 
@@ -118,9 +118,8 @@ class PPOTrainer:
             raise UsageError(f"--batch-size {cfg.batch_size} and --mini-batch-size {cfg.mini_batch_size} are global: "
                              f"each must be a multiple of the {self.world} processes")
         self.device = self.accelerator.device
-        from ..dist import check_checkpointing, check_ppo_engine
+        from ..dist import check_ppo_engine
 
-        check_checkpointing(self.accelerator, cfg.save_steps, cfg.resume)
         check_ppo_engine(self.accelerator, cfg.critic == "separate")  # before any model is loaded
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
@@ -146,19 +145,18 @@ class PPOTrainer:
         self.ref = None
         if cfg.lora:  # the reference is the same model with its adapters disabled: no second copy;
             policy = add_policy_lora(policy, cfg)  # adapters in fp32 over a frozen base in the compute dtype
-        elif self.uses_reference:  # the frozen reference (one load: GGUF dequantisation is slow) may live in the compute dtype
-            self.ref = copy.deepcopy(policy).to(self.device, self.compute_dtype).eval()
-            for p in self.ref.parameters():
-                p.requires_grad_(False)
+        elif self.uses_reference:  # the frozen reference (one load: GGUF dequantisation is slow), in the compute dtype
+            self.ref = frozen_copy(policy, self.compute_dtype, self.device)
         hidden = policy.config.hidden_size
         value_head = ValueHead(hidden) if cfg.critic == "shared" else None
-        actor = ActorCritic(policy, value_head)
+        actor = ActorCritic(policy, value_head, self.compute_dtype)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
         if value_head is not None:
             groups.append({"params": list(value_head.parameters()), "lr": cfg.critic_lr or cfg.lr})
         critic = None
         if cfg.critic == "separate":
             critic = self._separate_critic(policy).to(torch.float32)
+            critic.compute_dtype = self.compute_dtype
             disable_dropout(critic)
             groups.append({"params": list(critic.parameters()), "lr": cfg.critic_lr or cfg.lr})
         optimizer = torch.optim.AdamW(groups, eps=1e-5)
@@ -183,8 +181,8 @@ class PPOTrainer:
         return self.accelerator.unwrap_model(self.actor).value_head
 
     def autocast(self):
-        """bf16/fp16 compute over fp32 weights; a no-op in fp32."""
-        return torch.autocast(self.device.type, dtype=self.compute_dtype, enabled=self.compute_dtype != torch.float32)
+        """bf16/fp16 compute for generation and the frozen models; the trained modules enter their own."""
+        return compute_autocast(self.device.type, self.compute_dtype)
 
     def _separate_critic(self, policy) -> Critic:
         """A critic initialised from the reward model when it is a decoder (values must not see later
@@ -248,13 +246,15 @@ class PPOTrainer:
         # full-vocabulary logits for a process's whole share at once would not fit at the papers' sizes:
         # the rollout's forwards run a mini-batch's share of rows at a time (the update's own size)
         rows = max(1, cfg.mini_batch_size // self.world)
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad():
             with _timer(t, "policy_forward"):
-                actor = self.accelerator.unwrap_model(self.actor)
-                logp, values, entropy = by_rows(lambda *a: actor(*a, cfg.temperature, with_entropy=True), args, rows)
+                # θ_old's log-probs through the very call the update makes (the wrapped module, its own
+                # autocast inside), so the ratio is 1 at θ_old on every engine
+                logp, values, entropy = by_rows(lambda *a: self.actor(*a, cfg.temperature, with_entropy=True), args,
+                                                rows)
                 if self.critic is not None:
-                    critic = self.accelerator.unwrap_model(self.critic)
-                    values = by_rows(lambda *a: critic(*a).float(), args, rows)
+                    values = by_rows(lambda *a: self.critic(*a).float(), args, rows)
+        with torch.no_grad(), self.autocast():
             ref_logp = None
             if self.uses_reference:
                 with _timer(t, "ref_forward"):
@@ -313,10 +313,9 @@ class PPOTrainer:
                     idx = torch.tensor(mine or [0], device=self.device)
                     m = batch["mask"][idx] * weight
                     args = (batch["prompt_ids"][idx], batch["prompt_mask"][idx], batch["response"][idx], m.long())
-                    with self.autocast():
-                        logp, values, _ = self.actor(*args, cfg.temperature)
-                        if self.critic is not None:
-                            values = self.critic(*args).float()
+                    logp, values, _ = self.actor(*args, cfg.temperature)  # autocast inside the module
+                    if self.critic is not None:
+                        values = self.critic(*args).float()
                     pg, clip_frac, approx_kl = core.policy_loss(logp, batch["logp"][idx], batch["advantages"][idx], m,
                                                                 cfg.clip, total=n_tokens)
                     vf = core.value_loss(values, batch["values"][idx], batch["returns"][idx], m, cfg.value_clip,
@@ -375,20 +374,6 @@ def by_rows(forward, args: Sequence[torch.Tensor], rows: int):
     if isinstance(parts[0], tuple):
         return tuple(None if p[0] is None else torch.cat(list(p)) for p in zip(*parts))
     return torch.cat(parts)
-
-
-def add_policy_lora(policy, cfg: PPOConfig):
-    try:
-        from peft import LoraConfig, get_peft_model
-    except ImportError:
-        raise UsageError("--lora needs the 'peft' package: pip install 'rlhfkit[lora]'") from None
-    config = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                        target_modules="all-linear")
-    model = get_peft_model(policy, config, autocast_adapter_dtype=True)
-    for p in model.parameters():  # trainable weights are fp32 masters whatever the base's dtype
-        if p.requires_grad:
-            p.data = p.data.float()
-    return model
 
 
 def row_seed(seed: int, step: int, row: int) -> int:

@@ -51,8 +51,10 @@ def run_identity(cfg: Any, examples: Sequence[Example], meta_examples: Sequence[
 
 
 def save_checkpoint(accelerator, module, optimizer, scheduler, out: str, step: int, keep: int, identity: dict) -> None:
-    """model.safetensors, optimizer.pt (tensors only), scheduler and RNG states, trainer_state.json."""
-    from safetensors.torch import save_model
+    """The trained weights and AdamW moments, whole, by name (``rlhfkit.trainstate``: safetensors and
+    JSON, under any engine), the scheduler, every process's RNG state, trainer_state.json. The
+    checkpoint appears whole or not at all (``ckpt.publish``); every process must call."""
+    from .. import trainstate
 
     root = Path(out) / "checkpoints"
     tmp, final = root / f".tmp-step-{step}", root / f"step-{step}"
@@ -62,9 +64,8 @@ def save_checkpoint(accelerator, module, optimizer, scheduler, out: str, step: i
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     ckpt.save_rng(tmp, accelerator.process_index)
+    trainstate.save(accelerator, {"": module}, optimizer, tmp)
     if accelerator.is_main_process:
-        save_model(accelerator.unwrap_model(module), str(tmp / "model.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         ckpt.write_json(tmp / "scheduler.json", scheduler.state_dict())
         if accelerator.scaler is not None:
             ckpt.write_json(tmp / "scaler.json", accelerator.scaler.state_dict())
@@ -77,13 +78,13 @@ def save_checkpoint(accelerator, module, optimizer, scheduler, out: str, step: i
 
 
 def load_checkpoint(accelerator, module, optimizer, scheduler, last: Path, identity: dict) -> int:
-    """Restore a checkpoint written by ``save_checkpoint`` after checking it belongs to this run."""
-    from safetensors.torch import load_model
+    """Restore a checkpoint written by ``save_checkpoint`` after checking it belongs to this run; at any
+    process count and under any engine."""
+    from .. import trainstate
 
     state = ckpt.read_json(last / ckpt.STATE_FILE)
     ckpt.check_identity(state.get("identity"), identity, last)
-    load_model(accelerator.unwrap_model(module), str(last / "model.safetensors"))
-    optimizer.load_state_dict(ckpt.load_tensors(last / "optimizer.pt"))
+    trainstate.load(accelerator, {"": module}, optimizer, last)
     scheduler.load_state_dict(ckpt.read_json(last / "scheduler.json"))
     if accelerator.scaler is not None and (last / "scaler.json").exists():
         accelerator.scaler.load_state_dict(ckpt.read_json(last / "scaler.json"))

@@ -21,7 +21,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..dist import ShardedByLayer, shards_parameters
 from ..io import UsageError
-from ..models import load_model, load_tokenizer, resolve_dtype, set_dropout
+from ..models import compute_autocast, load_model, load_tokenizer, resolve_dtype, set_dropout
 from ..records import Example
 from . import losses
 from .data import (PairData, RankingData, epoch_order, meta_data, pair_data, ranking_data,
@@ -109,10 +109,11 @@ class TrainModule(ShardedByLayer, nn.Module):
     """Everything that trains, in one module so distributed wrappers see every forward:
     the reward model and, for SwAV, its prototypes."""
 
-    def __init__(self, rm: RewardModel, cfg: TrainConfig):
+    def __init__(self, rm: RewardModel, cfg: TrainConfig, compute_dtype=torch.float32):
         super().__init__()
         self.rm = rm
         self.cfg = cfg
+        self.compute_dtype = compute_dtype  # autocast entered in forward: the same on every engine
         self.prototypes = None
         if cfg.contrastive == "swav":
             weight, k, _ = CONTRASTIVE_DEFAULTS[("swav", cfg.contrastive_features)]
@@ -121,6 +122,10 @@ class TrainModule(ShardedByLayer, nn.Module):
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, n_pairs: int = 0):
         """Rewards, plus the contrastive loss over two dropout views when configured."""
+        with compute_autocast(ids.device.type, self.compute_dtype):
+            return self._forward(ids, mask, n_pairs)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, n_pairs: int):
         rewards, feats = self.rm(ids, mask)
         if not self.cfg.contrastive or n_pairs == 0:
             return rewards, None
@@ -192,7 +197,7 @@ def ranking_batch_loss(module: nn.Module, data: RankingData, idx: list[int], cfg
 
 
 def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, meta_group, n_groups: int,
-              meta_lr: float, backward=None):
+              meta_lr: float, backward=None, grad_norm=None):
     """One MetaRM step (Secrets II, Algorithm 1, first order).
 
     θ' = θ + η·∇J(θ) on the meta batch (ascent on the difference score); the preference loss's
@@ -200,6 +205,7 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
     into ``.grad`` (not ``torch.autograd.grad``): under FSDP2 the parameters a module lists are
     sharded DTensors outside the forward's graph, so autograd.grad gave None for each and θ' = θ,
     which trained plain Bradley–Terry; the engine's backward reduces ∇J like any gradient.
+    ``grad_norm`` (optional) reads the preference gradient's norm before the step; returned last.
     """
     backward = backward or torch.Tensor.backward
     params = [p for p in module.parameters() if p.requires_grad]
@@ -218,8 +224,9 @@ def meta_step(module: nn.Module, optimizer, pref_loss_fn, meta_ids, meta_mask, m
     with torch.no_grad():
         for p, s in zip(params, saved):
             p.copy_(s)
+    norm = grad_norm() if grad_norm is not None else None
     optimizer.step()
-    return loss, delta, score.detach()
+    return loss, delta, score.detach(), norm
 
 
 # ---------------------------------------------------------------- the loop
@@ -256,7 +263,11 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     check_config(cfg)
     use_cuda = torch.cuda.is_available()
     dtype = resolve_dtype(cfg.dtype, "cuda" if use_cuda else "cpu")
-    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "no")
+    # One precision design on every engine (docs/scaling.md): fp32 weights, gradients and optimizer
+    # state, bf16 compute by the module's own autocast. accelerate's "bf16" would instead make DeepSpeed
+    # hold bf16 module weights (and save them) and FSDP2 reduce gradients in bf16. fp16 keeps
+    # accelerate's mixed precision for its loss scaling.
+    precision = "fp16" if dtype == torch.float16 else "no"
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()  # a second run in one process may ask for another precision
@@ -284,7 +295,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
         hf = add_lora(hf, cfg)
     if cfg.freeze_backbone:
         freeze_backbone(hf.get_base_model() if hasattr(hf, "get_base_model") else hf)
-    module = TrainModule(RewardModel(hf), cfg)
+    module = TrainModule(RewardModel(hf), cfg, dtype)
     module.train()
 
     if cfg.loss == "bt":
@@ -310,10 +321,6 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     device = accelerator.device
     pad_id = tok.pad_token_id
     main = accelerator.is_main_process
-    if cfg.out:
-        from ..dist import check_checkpointing
-
-        check_checkpointing(accelerator, cfg.save_steps, cfg.resume)
 
     step = 0
     log_path = Path(cfg.out) / "log.jsonl" if cfg.out else None
@@ -338,6 +345,13 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     from ..progress import task_progress
 
     window: dict[str, list[float]] = {"loss": [], "accuracy": [], "margin": []}
+    grad_norms: list[float] = []  # per optimizer step of the logging window; the same on every process
+
+    def grad_norm():
+        """The whole gradient's norm (every process's share; DeepSpeed reports its own). train-rm does
+        not clip: the infinite bound only measures, so a wrong gradient scale shows in the log."""
+        return accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], float("inf"))
+
     recent_rewards: deque = deque(maxlen=REWARD_STATS_WINDOW)  # the model's rewards near the end of training
     stopped_early = False
     micro = 0  # micro-batches seen, counted from the start of the run (resume skips the done ones)
@@ -372,18 +386,23 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                     seqs = [s for i in m_idx for s in meta.responses[i]]
                     group = torch.tensor([k for k, i in enumerate(m_idx) for _ in meta.responses[i]], device=device)
                     m_ids, m_mask = pad_batch(seqs, pad_id, device)
-                    loss, delta, _ = meta_step(module, optimizer, fn, m_ids, m_mask, group, len(m_idx), cfg.meta_lr,
-                                               backward=accelerator.backward)
+                    loss, delta, _, norm = meta_step(module, optimizer, fn, m_ids, m_mask, group, len(m_idx),
+                                                     cfg.meta_lr, backward=accelerator.backward, grad_norm=grad_norm)
                     optimizer.zero_grad()
                     synced = True
                     rewards = None
                 else:
+                    norm = None
                     with accelerator.accumulate(module):
                         loss, delta, rewards = fn()
                         accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            norm = grad_norm()
                         optimizer.step()
                         optimizer.zero_grad()
                     synced = accelerator.sync_gradients
+                if norm is not None:
+                    grad_norms.append(float(norm))
                 window["loss"].append(loss.item())
                 window["accuracy"].append((delta > 0).float().mean().item() * weight)
                 window["margin"].append(delta.mean().item() * weight)
@@ -399,7 +418,8 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                     means = torch.tensor([sum(v) / len(v) for v in window.values()], device=device)
                     means = accelerator.reduce(means, "mean") if accelerator.num_processes > 1 else means
                     entry = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                             **dict(zip(window, means.tolist()))}
+                             **dict(zip(window, means.tolist())),
+                             "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else None}
                     if cfg.eval_steps and eval_examples and step % cfg.eval_steps == 0:
                         entry["eval_accuracy"] = evaluate_run(accelerator, module, pad_id, eval_set)
                     if main and log_path is not None:
@@ -408,6 +428,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
                     if cfg.early_stop_loss is not None and entry["loss"] <= cfg.early_stop_loss:
                         stopped_early = True
                     window = {k: [] for k in window}
+                    grad_norms = []
                 if cfg.out and cfg.save_steps and step % cfg.save_steps == 0 and step < total_steps:
                     save_checkpoint(accelerator, module, optimizer, scheduler, cfg.out, step, cfg.save_total_limit,
                                     identity)
