@@ -29,12 +29,6 @@ may_shard() {
     *) return 0 ;;
   esac
 }
-# `ckpt_steps N`: --save-steps for a training stage. rlhfkit's checkpoints hold unsharded state, which
-# the DeepSpeed and FSDP configs refuse; so where LAUNCH may shard, checkpoints are off (0). Name
-# recipes/accelerate/ddp.yaml (or use torchrun) to keep them.
-ckpt_steps() {
-  if may_shard; then echo 0; else echo "$1"; fi
-}
 # `critic_flag`: the paper's separate critic, except where LAUNCH may shard: DeepSpeed wraps one model
 # per engine and accelerate's FSDP2 prepares one, so ppo refuses a separate critic there; the value
 # head on the policy (--critic shared) takes its place, and the plan says so.

@@ -17,7 +17,7 @@ run rlhfkit validate "$OUT/pairs.jsonl" --out "$OUT/validated.jsonl"
 run rlhfkit prompts "$OUT/pairs.jsonl" --kind extract --limit 8 --out "$OUT/prompts.jsonl"
 
 # reward models
-SAVE=$(ckpt_steps 2)  # 0 under a LAUNCH that may shard: then there is no checkpoint to resume
+SAVE=2
 launch train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps "$SAVE" --lr 1e-3
 if [ "$SAVE" != 0 ]; then
   launch train-rm "$OUT/pairs.jsonl" --model "$DEC" --out "$OUT/rm" --max-steps 4 --save-steps "$SAVE" --lr 1e-3 --resume

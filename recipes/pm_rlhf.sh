@@ -37,7 +37,7 @@ POLICY=${POLICY:-$BASE}
 DATA=${DATA:-hf:Dahoas/full-hh-rlhf:train}
 TEST=${TEST:-hf:Dahoas/full-hh-rlhf:test}
 STEPS=${STEPS:-500}
-PPO_COMMON=${PPO_COMMON:---lr 1e-6 --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens 256 --batch-size 64 --mini-batch-size 8 --no-chat-template --save-steps $(ckpt_steps 100) $MODE_FLAGS}
+PPO_COMMON=${PPO_COMMON:---lr 1e-6 --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens 256 --batch-size 64 --mini-batch-size 8 --no-chat-template --save-steps 100 $MODE_FLAGS}
 
 run mkdir -p "$OUT"
 if [ -n "$SFT_FROM" ]; then
@@ -47,7 +47,7 @@ if [ -n "$SFT_FROM" ]; then
 fi
 note "SFT policy: $POLICY"
 launch train-rm "$DATA" --model "$POLICY" --out "$OUT/rm" --lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 512 --epochs 1 \
-  --save-steps "$(ckpt_steps 500)" $MODE_FLAGS
+  --save-steps "500" $MODE_FLAGS
 run rlhfkit prompts "$TEST" --kind extract --limit 500 --out "$OUT/test-prompts.jsonl"
 declare -A BETA_OF
 for beta in 0.1 0.5 1; do

@@ -21,7 +21,7 @@ STEPS=${STEPS:-1000}
 LIMIT=${LIMIT:-20000}
 # the paper's batch: 8 prompts per update (1 per step x 8 accumulation); with P processes P per step x 8/P
 P=$(procs)
-TRAIN_FLAGS=${TRAIN_FLAGS:---lr 1e-5 --batch-size $P --grad-accum $((P < 8 ? 8 / P : 1)) --warmup-ratio 0.1 --max-length 512 --max-pairs 45 --save-steps $(ckpt_steps 200)}
+TRAIN_FLAGS=${TRAIN_FLAGS:---lr 1e-5 --batch-size $P --grad-accum $((P < 8 ? 8 / P : 1)) --warmup-ratio 0.1 --max-length 512 --max-pairs 45 --save-steps 200}
 
 run mkdir -p "$OUT"
 run rlhfkit prompts "$SOURCE" --kind prefix-rankings --prompt-field input,instruction,prompt --text-field output,response \

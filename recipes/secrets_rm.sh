@@ -39,11 +39,11 @@ case $TRAIN_MODE in
   full) MODE_FLAGS="--dtype bf16" ;;
   *) echo "TRAIN_MODE must be lora or full" >&2; exit 2 ;;
 esac
-RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
-PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 $(critic_flag) --critic-lr 1.5e-6 $(ppo_batches 32 8) --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --save-steps $(ckpt_steps 50) $MODE_FLAGS}
+RM_FLAGS=${RM_FLAGS:---lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 1024 --epochs 1 --save-steps 500 $MODE_FLAGS}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr 5e-7 $(critic_flag) --critic-lr 1.5e-6 $(ppo_batches 32 8) --temperature 0.8 --top-p 0.9 --max-new-tokens 256 --save-steps 50 $MODE_FLAGS}
 PPO_STEPS=${PPO_STEPS:-400}
 # MetaRM trains on one batch per step (no --grad-accum): the same 32 pairs per update in one batch
-META_RM_FLAGS=${META_RM_FLAGS:---lr 5e-6 --batch-size 32 --max-length 1024 --epochs 1 --save-steps $(ckpt_steps 500) $MODE_FLAGS}
+META_RM_FLAGS=${META_RM_FLAGS:---lr 5e-6 --batch-size 32 --max-length 1024 --epochs 1 --save-steps 500 $MODE_FLAGS}
 
 run mkdir -p "$OUT"
 if [ -n "$SFT_FROM" ]; then

@@ -27,7 +27,7 @@ note "policy: $POLICY (pre-trained, no SFT, as the paper)"
 
 run mkdir -p "$OUT"
 launch train-rm "$PREFS" --model "$RM_BASE" --out "$OUT/rm" --lr 1e-5 --batch-size 8 --grad-accum 4 \
-  --early-stop-loss 0.3 --max-length 1024 --save-steps "$(ckpt_steps 500)"
+  --early-stop-loss 0.3 --max-length 1024 --save-steps "500"
 run rlhfkit ensemble "$PREFS" --from-rm "$OUT/rm" --heads "$HEADS" --epochs 3 --out "$OUT/ensemble" --cache "$OUT/features"
 run rlhfkit prompts hf:stanfordnlp/imdb:train --min-words 2 --max-words 8 --out "$OUT/prompts.jsonl"
 run rlhfkit prompts hf:stanfordnlp/imdb:test --min-words 2 --max-words 8 --limit 2000 --out "$OUT/test-prompts.jsonl"

@@ -291,6 +291,13 @@ def _optimizer_state_bytes(optimizer) -> int:
                if hasattr(v, "numel") and v.dim() > 0)
 
 
+def peak_host_bytes() -> int:
+    """This process's peak resident host memory so far (Linux reports kilobytes)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def sharding_report(accelerator, wrapped, optimizer) -> dict:
     """What each process holds of the trained model, measured: trainable parameter bytes and optimizer
     state bytes per process, FSDP2 units against the modules of the model's layer
@@ -299,11 +306,13 @@ def sharding_report(accelerator, wrapped, optimizer) -> dict:
     import torch
 
     mine = torch.tensor([sum(_local_bytes(p) for p in wrapped.parameters() if p.requires_grad),
-                         _optimizer_state_bytes(optimizer)], dtype=torch.float64, device=accelerator.device)
+                         _optimizer_state_bytes(optimizer), peak_host_bytes()], dtype=torch.float64,
+                        device=accelerator.device)
     every = accelerator.gather(mine[None]) if accelerator.num_processes > 1 else mine[None]
     layer_names = set(getattr(accelerator.unwrap_model(wrapped), "_no_split_modules", None) or [])
     return {"engine": engine(accelerator),
             "trainable_param_bytes_per_process": [int(b) for b in every[:, 0].tolist()],
             "optimizer_state_bytes_per_process": [int(b) for b in every[:, 1].tolist()],
+            "peak_host_rss_bytes_per_process": [int(b) for b in every[:, 2].tolist()],
             "fsdp_units": len(fully_sharded_units(wrapped)),
             "layer_modules": sum(any(c.__name__ in layer_names for c in type(m).__mro__) for m in wrapped.modules())}

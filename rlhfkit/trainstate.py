@@ -84,6 +84,8 @@ def save(accelerator, modules: dict, optimizer, directory: Path) -> None:
     from safetensors.torch import save_file
 
     main = accelerator.is_main_process
+    if _is_deepspeed(accelerator) and _steps(accelerator, optimizer) > 0:
+        _link_deepspeed_state(optimizer)
     index: dict[str, str] = {}
     chunk: dict[str, torch.Tensor] = {}
     size, files = 0, 0
@@ -143,6 +145,8 @@ def load(accelerator, modules: dict, optimizer, directory: Path) -> None:
         return handles[index[key]].get_tensor(key)
 
     steps = int(meta["steps"])
+    if _is_deepspeed(accelerator):
+        _make_deepspeed_state(optimizer)
     for name, p in named:
         _set(accelerator, optimizer, p, None, tensor(name))
         for key in MOMENTS:
@@ -159,19 +163,68 @@ def load(accelerator, modules: dict, optimizer, directory: Path) -> None:
                 group[k] = tuple(v) if isinstance(group[k], tuple) else v
 
 
+def _make_deepspeed_state(optimizer) -> None:
+    """DeepSpeed's optimizer makes its AdamW state (over its flat fp32 partitions) at the first step,
+    and only then links each parameter to its fragment of it: a resume before any step has nowhere to
+    put the moments. Make the state as AdamW's first step would (zeros, step 0) and link it."""
+    chain = [optimizer]  # accelerate's wrapper, DeepSpeed's ZeRO optimizer, the torch AdamW
+    while hasattr(chain[-1], "optimizer") and chain[-1].optimizer is not chain[-1]:
+        chain.append(chain[-1].optimizer)
+    inner = chain[-1]
+    zero = next((o for o in chain if hasattr(o, "fp32_partitioned_groups_flat")
+                 or hasattr(o, "_lazy_init_hp_params_optimizer_state")), None)
+    if hasattr(zero, "fp32_partitioned_groups_flat"):  # ZeRO-3 hands the optimizer one flat group at each step
+        flats = [(flat, inner.param_groups[zero.sub_group_to_group_id[i]])
+                 for i, flat in enumerate(zero.fp32_partitioned_groups_flat)]
+    else:
+        flats = [(flat, group) for group in inner.param_groups for flat in group["params"]]
+    for flat, group in flats:
+        on_device = group.get("fused") or group.get("capturable")
+        state = inner.state[flat]
+        if "exp_avg" not in state:
+            state["step"] = torch.tensor(0.0, dtype=torch.float32, device=flat.device if on_device else "cpu")
+            state["exp_avg"] = torch.zeros_like(flat)
+            state["exp_avg_sq"] = torch.zeros_like(flat)
+    _link_deepspeed_state(optimizer)
+
+
+def _link_deepspeed_state(optimizer) -> None:
+    """ZeRO-1/2 link each parameter to its fragment of the AdamW state once, after the first group's
+    first step, so the parameters of a second group (PPO's value head) were linked to a state not
+    made yet and their moments could not be read. Link again now that every group's state exists."""
+    zero = optimizer
+    while not hasattr(zero, "_lazy_init_hp_params_optimizer_state") and getattr(zero, "optimizer", zero) is not zero:
+        zero = zero.optimizer
+    if hasattr(zero, "_lazy_init_hp_params_optimizer_state"):
+        zero._hp_optimizer_states_linked = False
+        zero._lazy_init_hp_params_optimizer_state()
+
+
 def _set(accelerator, optimizer, p, key: str | None, full: torch.Tensor, steps: int = 0) -> None:
     """Put a whole tensor into this process's share of a parameter (key None) or of an AdamW moment."""
     if _is_deepspeed(accelerator):
-        from deepspeed.utils import safe_set_full_fp32_param, safe_set_full_optimizer_state
+        from deepspeed.utils import (safe_set_full_fp32_param, safe_set_full_optimizer_state,
+                                     safe_set_local_fp32_param, safe_set_local_optimizer_state)
 
-        if key is None:
-            if getattr(p, "_hp_mapping", None) is not None or hasattr(p, "ds_id"):
-                safe_set_full_fp32_param(p, full.to(p.device))
-            else:  # a parameter the engine keeps whole (ZeRO-2's module weights are the fp32 masters)
-                with torch.no_grad():
-                    p.copy_(full)
+        full = full.to(p.device)
+        if hasattr(p, "ds_id"):  # ZeRO-3: this process's partition (its set_full_* misses the padding of
+            local = _zero3_partition(p, full)  # a partition longer than what is left of a small tensor)
+            if key is None:
+                import deepspeed
+
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=0), torch.no_grad():
+                    if accelerator.is_main_process:  # the module's copy, re-partitioned from the whole value
+                        p.data.copy_(full.to(p.dtype))
+                safe_set_local_fp32_param(p, local)
+            else:
+                safe_set_local_optimizer_state(p, local, key)
+        elif key is None:  # ZeRO-1/2: the module's whole copy (what forwards read) and the fp32 master
+            with torch.no_grad():
+                p.data.copy_(full.to(p.dtype))
+            if getattr(p, "_hp_mapping", None) is not None:
+                safe_set_full_fp32_param(p, full)
         else:
-            safe_set_full_optimizer_state(p, full.to(p.device), key)
+            safe_set_full_optimizer_state(p, full, key)
         return
     value = _shard_like(p, full)
     if key is None:
@@ -186,6 +239,17 @@ def _set(accelerator, optimizer, p, key: str | None, full: torch.Tensor, steps: 
         on_device = group.get("fused") or group.get("capturable")
         state["step"] = torch.tensor(float(steps), dtype=torch.float32, device=p.device if on_device else "cpu")
     state[key] = value.to(p.dtype).clone() if not hasattr(value, "to_local") else value
+
+
+def _zero3_partition(p, full: torch.Tensor) -> torch.Tensor:
+    """This process's ZeRO-3 partition of a whole tensor: equal parts, the last padded with zeros."""
+    import torch.distributed as dist
+
+    group = getattr(p, "ds_process_group", None)
+    n, world, rank = p.ds_tensor.numel(), dist.get_world_size(group=group), dist.get_rank(group=group)
+    padded = torch.zeros(n * world, dtype=torch.float32, device=full.device)
+    padded[: full.numel()] = full.flatten().float()
+    return padded[rank * n : (rank + 1) * n].clone()
 
 
 def _shard_like(p, full: torch.Tensor):

@@ -1,5 +1,6 @@
 """benchmarks/gpu_check.py, the command a GPU session runs first, cannot rot: its CPU dry run (tiny
-shapes) goes through every run, check and the TRL comparison and writes the report."""
+shapes) goes through every run, check, the sharded engines (through tests/sharded_cpu.py) and the TRL
+comparison and writes the report."""
 
 import json
 import os
@@ -22,3 +23,9 @@ def test_gpu_check_dry_run_writes_a_passing_report(tmp_path):
         assert run["best_step"]["step_seconds"] > 0 and "generate" in run["phase_share"]
     assert report["runs"]["1b-lora"]["trainable_parameters"] < report["runs"]["1b-full"]["trainable_parameters"]
     assert report["train_rm_vs_trl"]["speed_ratio"] > 0
+    # ppo under ZeRO-3 and FSDP2, one process each, bf16: the ratio through the engine's own forward
+    assert set(report["sharded"]) == {"zero3", "fsdp"}
+    for config, engine in (("zero3", "DEEPSPEED-ZeRO3"), ("fsdp", "FSDP2")):
+        run = report["sharded"][config]
+        assert run["checks"] == {"ran": True, "ratio_one_at_old_policy": True, "fp32_saved": True}, run
+        assert run["engine"] == engine and run["step1_approx_kl"] <= 1e-4 and run["saved_dtypes"] == ["F32"]

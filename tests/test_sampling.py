@@ -379,3 +379,20 @@ def test_ppo_state_does_not_import_the_trainer():
     source = (Path(__file__).resolve().parents[1] / "rlhfkit" / "ppo" / "state.py").read_text()
     imported = {n.module for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ImportFrom)}
     assert "trainer" not in imported and "rlhfkit.ppo.trainer" not in imported
+
+
+def test_generation_asks_for_no_per_token_collective(monkeypatch):
+    """transformers turns synced_gpus on under any live ZeRO-3 config (a collective per token, finished
+    ranks decoding on); the rollout gathers whole weights first, so generate asks for it off."""
+    policy, tok = load_model("tiny-gpt", "causal-lm"), load_tokenizer("tiny-gpt")
+    seen = {}
+    original = policy.generate
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(policy, "generate", spy)
+    ids, mask = encode_prompts(tok, ["a"], 8, "cpu")
+    generate(policy, tok, ids, mask, 2, row_seeds=[1])
+    assert seen["synced_gpus"] is False

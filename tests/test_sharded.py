@@ -7,6 +7,7 @@ rlhfkit.json names the engine, so a silent fallback to DDP fails these tests."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,7 +87,7 @@ def summary(p) -> str:
 
 RUNS = {
     "rm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
-                     "--logging-steps", 1, "--save-steps", 0, "--eval", d / "eval.jsonl", "--eval-steps", 2],
+                     "--logging-steps", 1, "--save-steps", 2, "--eval", d / "eval.jsonl", "--eval-steps", 2],
     "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                           "--logging-steps", 1, "--save-steps", 0, "--lora", "--eval", d / "eval.jsonl"],
     # the meta step's size makes MetaRM differ from plain Bradley-Terry here (the test checks it)
@@ -97,7 +98,7 @@ RUNS = {
                      "--logging-steps", 1, "--save-steps", 0],
     "ppo": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt", "--steps", 2,
                       "--batch-size", 8, "--mini-batch-size", 4, "--max-new-tokens", 12, "--lr", 1e-3,
-                      "--save-steps", 0, "--sample-steps", 1, "--max-grad-norm", 0.05],
+                      "--save-steps", 1, "--sample-steps", 1, "--max-grad-norm", 0.05],
     # a GPU run's precision (--dtype auto there): one update per step, so step 1's ratio is exactly 1 at θ_old
     "ppo-bf16": lambda d: ["ppo", "--policy", d / "gpt", "--reward", REWARD, "--prompts", d / "prompts.txt",
                            "--steps", 2, "--batch-size", 8, "--mini-batch-size", 8, "--ppo-epochs", 1,
@@ -173,6 +174,51 @@ def test_train_rm_sharded_equals_one_process(world, tmp_path, config):
         # its rounding noise into steps of lr): compare them centred
         a, b = rewards(one_dir, texts), rewards(out, texts)
         assert torch.allclose(a - a.mean(), b - b.mean(), atol=1e-4), (a, b)
+        if name == "rm":  # killed after the step-2 checkpoint, resumed: the uninterrupted run's log and model
+            resumed_equal(config, name, out, 2, tmp_path, world)
+
+
+def cut_after(src: Path, dst: Path, step: int) -> Path:
+    """A copy of the run in ``src`` as a kill after checkpoint ``step`` leaves it: later checkpoints,
+    the final model and its rlhfkit.json gone; the log runs on past the checkpoint (resume trims it)."""
+    shutil.copytree(src / "checkpoints", dst / "checkpoints")
+    for found in (dst / "checkpoints").glob("step-*"):
+        if int(found.name.split("-")[1]) > step:
+            shutil.rmtree(found)
+    for f in ("log.jsonl", "samples.jsonl"):
+        if (src / f).exists():
+            shutil.copy(src / f, dst / f)
+    last = dst / "checkpoints" / f"step-{step}"
+    # tensors and JSON only: nothing in a checkpoint is unpickled, under any engine
+    assert {f.suffix for f in last.iterdir()} <= {".safetensors", ".json"}, sorted(f.name for f in last.iterdir())
+    return dst
+
+
+# one engine also resumes at another process count: 2 -> 1 and 1 -> 2
+CROSS = {("rm", "zero3"), ("ppo", "fsdp")}
+
+
+def resumed_equal(config, name, out, step, tmp_path, world):
+    """Resume a cut copy of ``out`` (same engine, two processes); for CROSS also with one plain process,
+    and the one-process run's cut under this engine. Each must end where the uninterrupted one-process
+    run ended: the log to the sharded tests' tolerances, the saved model to 1e-4."""
+    one_dir = world / f"one-{name}"
+    tries = [(config, out, "same")]
+    if (name, config) in CROSS:
+        tries += [(None, out, "2to1"), (config, one_dir, "1to2")]
+    for launch, source, label in tries:
+        cut = cut_after(source, tmp_path / f"cut-{label}", step)
+        run(launch, [*RUNS[name](world), "--out", cut, "--resume"], world)
+        keys, tol = (RM_KEYS + ["eval_accuracy"], 1e-5) if name == "rm" else (PPO_KEYS, 1e-4)
+        log = read_jsonl(cut / "log.jsonl")
+        assert [e["step"] for e in log] == [e["step"] for e in read_jsonl(one_dir / "log.jsonl")], label
+        close(read_jsonl(one_dir / "log.jsonl"), log, keys, tol)
+        if name == "rm":
+            texts = [r["prompt"] + " " + r["chosen"] for r in read_jsonl(world / "eval.jsonl")]
+            a, b = rewards(one_dir, texts), rewards(cut, texts)
+            assert torch.allclose(a - a.mean(), b - b.mean(), atol=1e-4), (label, a, b)
+        else:
+            assert torch.allclose(log_probs(one_dir), log_probs(cut), atol=1e-4), label
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -196,6 +242,8 @@ def test_ppo_sharded_equals_one_process(world, tmp_path, config):
                 by_step.setdefault(row["step"], []).append(len(row["response"]))
             assert any(max(v[: len(v) // 2]) != max(v[len(v) // 2 :]) for v in by_step.values()), by_step
         assert torch.allclose(log_probs(one_dir), log_probs(out), atol=1e-4)
+        if name == "ppo":
+            resumed_equal(config, name, out, 1, tmp_path, world)
 
 
 def test_metarm_under_fsdp_equals_one_process(world, tmp_path):
@@ -257,3 +305,69 @@ def test_bf16_compute_over_fp32_weights_on_every_engine(world, tmp_path, config)
                 check_sharding(meta["sharding"], json.loads((one_dir / "rlhfkit.json").read_text())["sharding"],
                                config, out)  # fp32 trainable weights: the one-process run's bytes
         assert saved_dtypes(out) == {"F32"}, saved_dtypes(out)
+
+
+def rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the launched process with RANK=rank (a child of the launcher, or of its agent)."""
+    children = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int([x for x in (d / "status").read_text().splitlines() if x.startswith("PPid:")][0].split()[1])
+                children.setdefault(ppid, []).append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    todo, seen = [launcher_pid], []
+    while todo:
+        pid = todo.pop()
+        seen.append(pid)
+        todo += children.get(pid, [])
+    for pid in seen[1:]:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(rank).encode() in env:
+            return pid
+    return None
+
+
+@pytest.mark.parametrize("config", ["cpu-2proc", "zero3"])
+def test_a_dead_rank_ends_the_run_and_resume_completes_it(world, tmp_path, config):
+    """SIGKILL one of two processes after a checkpoint: the launch must end (non-zero, naming the killed
+    process) within 2 minutes instead of hanging in a collective, the last complete checkpoint must be
+    intact and no final model written; --resume then finishes the run."""
+    import signal
+    import time
+
+    from rlhfkit import checkpoint as ckpt
+
+    out = tmp_path / "o"
+    args = ["train-rm", world / "train.jsonl", "--model", world / "bert", "--batch-size", 8, "--lr", 1e-3,
+            "--logging-steps", 1, "--save-steps", 2, "--epochs", 12, "--out", out]
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
+           str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2",
+           "--main_process_port", free_port(), str(SHIM), *map(str, args)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=world)
+    try:
+        deadline = time.time() + 240
+        while not ckpt.list_checkpoints(out / "checkpoints") and time.time() < deadline and p.poll() is None:
+            time.sleep(0.2)
+        assert ckpt.list_checkpoints(out / "checkpoints"), "no checkpoint before the deadline"
+        victim = rank_pid(p.pid, 1)
+        assert victim is not None and p.poll() is None
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.time()
+        _, stderr = p.communicate(timeout=120)
+        assert time.time() - killed_at < 120
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode != 0
+    assert "SIGKILL" in stderr or "Signal 9" in stderr, stderr[-3000:]
+    found = ckpt.list_checkpoints(out / "checkpoints")
+    assert found and not (out / "model.safetensors").exists() and not (out / "rlhfkit.json").exists()
+    run(config, [*args, "--resume"], world)
+    log = read_jsonl(out / "log.jsonl")
+    assert [e["step"] for e in log] == list(range(1, len(log) + 1)) and (out / "model.safetensors").exists()

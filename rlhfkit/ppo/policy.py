@@ -128,9 +128,12 @@ def generate(policy: nn.Module, tokenizer, prompt_ids: torch.Tensor, prompt_mask
                               eos_token_id=eos or None, use_cache=True, **sampling)
     processors = LogitsProcessorList([RowSampler(row_seeds, temperature, top_p)]) if row_seeds is not None and not greedy \
         else None
+    # synced_gpus off: transformers turns it on whenever a ZeRO-3 config is alive (accelerate always
+    # registers one), which runs a collective per token and keeps finished ranks decoding; the rollout
+    # has gathered the whole weights first (dist.full_parameters), so no rank needs another's
     with own_generation_config(policy, config):
         out = policy.generate(input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=config,
-                              logits_processor=processors)
+                              logits_processor=processors, synced_gpus=False)
     response = out[:, prompt_ids.shape[1]:]
     mask = response_mask(response, eos)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
