@@ -2,9 +2,11 @@
 
 Two processes on the CPU (tests/sharded_cpu.py lets accelerate pick ZeRO-3 / FSDP2 without a GPU),
 `--dtype bf16`, one PPO step, at two policy sizes of the same Llama shape but for the layer count.
-Each process records its peak resident memory in rlhfkit.json (`sharding.peak_host_rss_bytes_per_process`);
-the difference between the two sizes, divided by the difference in parameters, is the peak's cost
-per policy parameter, free of the interpreter's and libraries' fixed share.
+Each process records its peak resident memory in rlhfkit.json (`sharding.peak_host_rss_bytes_per_process`,
+and by phase: at the start, with every model loaded, after the engine's `prepare`, after the first
+step, at the end with the final save); the difference between the two sizes, divided by the
+difference in parameters, is the peak's cost per policy parameter, free of the interpreter's and
+libraries' fixed share. DDP (`cpu-2proc`) is the unsharded reference.
 
 What it should be, per policy parameter: the policy loads whole in fp32 (4 bytes) on every process
 before the engine shards it; the reference is a frozen bf16 copy made tensor by tensor (2 bytes;
@@ -67,14 +69,15 @@ def peak_rss(config: str, policy: Path, work: Path) -> list[int]:
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     if p.returncode != 0:
         raise SystemExit(p.stderr[-3000:])
-    return json.loads((out / "rlhfkit.json").read_text())["sharding"]["peak_host_rss_bytes_per_process"]
+    sharding = json.loads((out / "rlhfkit.json").read_text())["sharding"]
+    return {**sharding["peak_host_rss_bytes_per_process_by_phase"], "end": sharding["peak_host_rss_bytes_per_process"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--layers", type=int, nargs=2, default=[2, 14])
-    ap.add_argument("--configs", nargs="+", default=["zero3", "fsdp"])
+    ap.add_argument("--configs", nargs="+", default=["cpu-2proc", "zero3", "fsdp"])
     args = ap.parse_args()
     report: dict = {"command": " ".join(["python", *sys.argv]), "shape": SHAPE, "runs": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,10 +89,12 @@ def main() -> None:
         small, big = args.layers
         for config in args.configs:
             rss = {layers: peak_rss(config, work / f"policy-{layers}", work) for layers in args.layers}
-            per_param = [(b - a) / (sizes[big] - sizes[small]) for a, b in zip(rss[small], rss[big])]
+            # the peak so far after each phase, per extra policy parameter, per process
+            slope = {phase: [round((b - a) / (sizes[big] - sizes[small]), 2)
+                             for a, b in zip(rss[small][phase], rss[big][phase])] for phase in rss[small]}
             report["runs"][config] = {"peak_host_rss_bytes_per_process": {str(k): v for k, v in rss.items()},
-                                      "peak_bytes_per_policy_parameter_per_process": [round(x, 2) for x in per_param]}
-            print(config, report["runs"][config], file=sys.stderr)
+                                      "peak_bytes_per_policy_parameter_per_process": slope}
+            print(config, slope, file=sys.stderr)
     report["expected_bytes_per_policy_parameter"] = {"policy loaded whole, fp32": 4, "bf16 reference": 2,
                                                      "deepcopy before the cast (before issue 33)": 4}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -298,21 +298,25 @@ def peak_host_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def sharding_report(accelerator, wrapped, optimizer) -> dict:
+def sharding_report(accelerator, wrapped, optimizer, host_peaks: dict | None = None) -> dict:
     """What each process holds of the trained model, measured: trainable parameter bytes and optimizer
     state bytes per process, FSDP2 units against the modules of the model's layer
-    classes (its ``_no_split_modules``: transformer layers, and embeddings where listed). Every process must
-    call it (the numbers are gathered); docs/scaling.md compares them with the byte-count estimates."""
+    classes (its ``_no_split_modules``: transformer layers, and embeddings where listed), and the peak
+    host memory per process (so far, and at the phases in ``host_peaks``). Every process must call it
+    (the numbers are gathered); docs/scaling.md compares them with the byte-count estimates."""
     import torch
 
+    phases = dict(host_peaks or {})
     mine = torch.tensor([sum(_local_bytes(p) for p in wrapped.parameters() if p.requires_grad),
-                         _optimizer_state_bytes(optimizer), peak_host_bytes()], dtype=torch.float64,
-                        device=accelerator.device)
+                         _optimizer_state_bytes(optimizer), peak_host_bytes(), *phases.values()],
+                        dtype=torch.float64, device=accelerator.device)
     every = accelerator.gather(mine[None]) if accelerator.num_processes > 1 else mine[None]
     layer_names = set(getattr(accelerator.unwrap_model(wrapped), "_no_split_modules", None) or [])
     return {"engine": engine(accelerator),
             "trainable_param_bytes_per_process": [int(b) for b in every[:, 0].tolist()],
             "optimizer_state_bytes_per_process": [int(b) for b in every[:, 1].tolist()],
             "peak_host_rss_bytes_per_process": [int(b) for b in every[:, 2].tolist()],
+            "peak_host_rss_bytes_per_process_by_phase": {
+                name: [int(b) for b in every[:, 3 + k].tolist()] for k, name in enumerate(phases)},
             "fsdp_units": len(fully_sharded_units(wrapped)),
             "layer_modules": sum(any(c.__name__ in layer_names for c in type(m).__mro__) for m in wrapped.modules())}

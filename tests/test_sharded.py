@@ -349,7 +349,8 @@ def test_a_dead_rank_ends_the_run_and_resume_completes_it(world, tmp_path, confi
            str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2",
            "--main_process_port", free_port(), str(SHIM), *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu")
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=world)
+    p = subprocess.Popen([str(a) for a in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                         cwd=world)
     try:
         deadline = time.time() + 240
         while not ckpt.list_checkpoints(out / "checkpoints") and time.time() < deadline and p.poll() is None:

@@ -40,7 +40,7 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
 
     acc, cfg = trainer.accelerator, trainer.cfg
     acc.wait_for_everyone()
-    sharding = sharding_report(acc, trainer.actor, trainer.optimizer)
+    sharding = sharding_report(acc, trainer.actor, trainer.optimizer, getattr(trainer, "host_peaks", None))
     weights = gathered_weights(acc, trainer.policy) if shards_parameters(acc) else None
     if not acc.is_main_process:
         return

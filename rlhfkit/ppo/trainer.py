@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import checkpoint as ckpt
-from ..dist import full_parameters, unsharded_loading
+from ..dist import full_parameters, peak_host_bytes, unsharded_loading
 from ..io import UsageError
 from ..models import compute_autocast, disable_dropout, frozen_copy, load_model, load_tokenizer, resolve_dtype
 from . import core, state
@@ -124,6 +124,7 @@ class PPOTrainer:
         # Mixed precision as accelerate does it: trainable weights and optimizer state in fp32 (small
         # updates at lr 1e-6 would round away in bf16), matmuls in the compute dtype under autocast.
         self.compute_dtype = resolve_dtype(cfg.dtype, self.device.type)
+        self.host_peaks = {"start": peak_host_bytes()}  # peak host memory after each phase (rlhfkit.json)
         with unsharded_loading(self.accelerator):  # the engine shards the trained model at prepare
             self._load_models(cfg, reward)
         self.kl_ctl = core.AdaptiveKL(cfg.beta, cfg.target_kl) if cfg.adaptive_kl else None
@@ -163,11 +164,13 @@ class PPOTrainer:
         from ..dist import fill_deepspeed_config
 
         fill_deepspeed_config(self.accelerator, max(1, cfg.mini_batch_size // self.world), 1, cfg.max_grad_norm)
+        self.host_peaks["loaded"] = peak_host_bytes()  # every model whole (the trained one in fp32)
         if critic is not None:
             self.actor, self.critic, self.optimizer = self.accelerator.prepare(actor, critic, optimizer)
         else:
             self.actor, self.optimizer = self.accelerator.prepare(actor, optimizer)
             self.critic = None
+        self.host_peaks["prepared"] = peak_host_bytes()  # the engine has sharded the trained model
 
     # -------------------------------------------------------------- the models as the loop sees them
 
@@ -430,6 +433,7 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
             timings: dict = {}
             t0 = time.perf_counter()
             stats, batch = trainer.step(batch_prompts, step, timings)
+            trainer.host_peaks.setdefault("first_step", peak_host_bytes())
             stats = {"step": step, **stats, "seconds": time.perf_counter() - t0,
                      **{f"seconds_{k}": round(v, 4) for k, v in timings.items()}}
             if cfg.sample_steps and (step % cfg.sample_steps == 0 or step == 1):
