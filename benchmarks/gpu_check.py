@@ -13,7 +13,7 @@ train-rm against TRL's RewardTrainer at the same batch (benchmarks/train_rm.py).
 to one JSON: peak GPU memory, step time and its phase split per run, the ratio check, the TRL
 comparison.
 
-    python benchmarks/gpu_check.py --out $OUT/gpu_check.json              # on the GPU, ~5-8 minutes
+    python benchmarks/gpu_check.py --out $OUT/gpu_check.json              # on the GPU, within --budget (540 s)
     python benchmarks/gpu_check.py --dry-run --out /tmp/gpu_check.json     # CPU, tiny shapes, seconds
 
 A run that fails an assertion still writes what it measured, with the failure, before exiting 1.
@@ -146,19 +146,26 @@ def sharded_run(config: str, policy: str, args) -> dict:
            "--batch-size", str(args.batch_size), "--mini-batch-size", str(args.batch_size), "--ppo-epochs", "1",
            "--max-new-tokens", str(args.max_new_tokens), "--lr", "1e-6", "--dtype", "bf16", "--save-steps", "0",
            "--out", str(out)]
+    from rlhfkit.dist import stop_launch
+
     result: dict = {"command": " ".join(cmd)}
+    failed = {"ran": False, "ratio_one_at_old_policy": False, "fp32_saved": False}
+    limit = max(30, min(args.sharded_timeout, args.deadline - time.time()))
     started = time.perf_counter()
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.sharded_timeout,
-                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    except subprocess.TimeoutExpired:
-        result.update(error=f"timed out after {args.sharded_timeout} s",
-                      checks={"ran": False, "ratio_one_at_old_policy": False, "fp32_saved": False})
-        return result
+    with tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                             env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            p.wait(timeout=limit)
+        except subprocess.TimeoutExpired:  # stopped with every worker it started: its GPU memory is freed
+            stop_launch(p)
+            result.update(error=f"timed out after {limit:.0f} s", checks=failed)
+            return result
+        err.seek(0)
+        stderr = err.read()
     result["seconds"] = round(time.perf_counter() - started, 1)
     if p.returncode != 0:
-        result.update(error=p.stderr[-2000:], checks={"ran": False, "ratio_one_at_old_policy": False,
-                                                        "fp32_saved": False})
+        result.update(error=stderr[-2000:], checks=failed)
         return result
     first = json.loads((out / "log.jsonl").read_text().splitlines()[0])
     meta = json.loads((out / "rlhfkit.json").read_text())
@@ -179,10 +186,11 @@ def train_rm_vs_trl(args) -> dict:
     """benchmarks/train_rm.py (rlhfkit's loop against TRL's RewardTrainer, same model, data and batch)."""
     cmd = [sys.executable, str(HERE / "train_rm.py"), "--model", "tiny-bert" if args.dry_run else "minilm",
            "--pairs", "32" if args.dry_run else "2048", "--batch-size", "8" if args.dry_run else "32"]
+    limit = max(30, min(args.trl_timeout, args.deadline - time.time()))
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.trl_timeout)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
     except subprocess.TimeoutExpired:  # a hung TRL step must not cost the session's device time
-        return {"command": " ".join(cmd), "error": f"timed out after {args.trl_timeout} s"}
+        return {"command": " ".join(cmd), "error": f"timed out after {limit:.0f} s"}
     if p.returncode != 0:
         return {"command": " ".join(cmd), "error": p.stderr[-1500:]}
     last = [line for line in p.stdout.splitlines() if line.strip()]
@@ -204,12 +212,15 @@ def main() -> None:
     ap.add_argument("--no-bf16", dest="bf16", action="store_false", help="fp32 compute (bf16 is the check)")
     ap.add_argument("--ratio-tolerance", type=float, default=1e-3)
     ap.add_argument("--skip-trl", action="store_true")
-    ap.add_argument("--trl-timeout", type=int, default=180, help="seconds before the TRL comparison is given up")
+    ap.add_argument("--trl-timeout", type=int, default=120, help="seconds before the TRL comparison is given up")
+    ap.add_argument("--budget", type=int, default=540,
+                    help="seconds for the whole command: later runs get what is left (a device call is 10 minutes)")
     ap.add_argument("--sharded", nargs="*", default=list(SHARDED), choices=list(SHARDED),
                     help="sharded engines to run ppo under, one process each (none: skip)")
     ap.add_argument("--sharded-shape", default="llama-3.2-1b", help="the policy shape for the sharded runs")
-    ap.add_argument("--sharded-timeout", type=int, default=240, help="seconds before a sharded run is stopped")
+    ap.add_argument("--sharded-timeout", type=int, default=150, help="seconds before a sharded run is stopped")
     args = ap.parse_args()
+    args.deadline = time.time() + args.budget
     if args.dry_run:
         args.batch_size, args.mini_batch_size, args.max_new_tokens, args.steps = 4, 2, 4, 1
     report: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -41,8 +41,11 @@ def deepspeed_logs_to_stderr() -> None:
             return
         import torch
 
-        if not torch.cuda.is_available():  # the accelerator DeepSpeed would detect, stated: no warning
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # ("Setting accelerator to CPU") in plain runs
+        others = [getattr(torch, n, None) for n in ("cuda", "xpu", "npu", "mps")]
+        if not any(m is not None and getattr(m, "is_available", lambda: False)() for m in others):
+            # a CPU-only machine: the accelerator DeepSpeed would detect, stated, so plain runs do not
+            # print its "Setting accelerator to CPU" warning
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         with contextlib.redirect_stdout(sys.stderr):
             import deepspeed  # noqa: F401
     for handler in logging.getLogger("DeepSpeed").handlers:
@@ -320,3 +323,44 @@ def sharding_report(accelerator, wrapped, optimizer, host_peaks: dict | None = N
                 name: [int(b) for b in every[:, 3 + k].tolist()] for k, name in enumerate(phases)},
             "fsdp_units": len(fully_sharded_units(wrapped)),
             "layer_modules": sum(any(c.__name__ in layer_names for c in type(m).__mro__) for m in wrapped.modules())}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process started, directly or not, by ``pid`` (from /proc; empty where there is none)."""
+    from pathlib import Path
+
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = next(int(x.split()[1]) for x in (d / "status").read_text().splitlines() if x.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def stop_launch(process, grace: float = 30.0) -> None:
+    """Stop an `accelerate launch` / `torchrun` launch and everything it started. Killing the launcher
+    alone leaves its workers running (torch's agent starts them in their own sessions), holding their
+    GPU memory: ask the launcher to stop (its agent then stops the workers), then kill what is left."""
+    import signal
+    import subprocess
+
+    workers = descendants(process.pid)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for pid in workers + descendants(process.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

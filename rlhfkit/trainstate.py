@@ -2,8 +2,8 @@
 
 One checkpoint format for one process, DDP, DeepSpeed ZeRO-2/3 and FSDP2: every trainable parameter's
 fp32 weight and AdamW moments, whole (gathered one parameter at a time, in the same order on every
-process), in safetensors files of at most ``CHUNK_BYTES`` each, with the step and the optimizer's
-hyperparameters in JSON. Nothing is pickled. Because the tensors are whole and named as the bare
+process), in safetensors files of about ``CHUNK_BYTES`` each, with each parameter's AdamW step and
+the optimizer's hyperparameters in JSON. Nothing is pickled. Because the tensors are whole and named as the bare
 model names them, a checkpoint resumes at any process count and under any engine: each process
 takes its own shard of every tensor on loading.
 
@@ -23,7 +23,7 @@ import torch
 
 from .dist import clean_name
 
-CHUNK_BYTES = 1 << 30  # a file of the checkpoint holds at most about this much (bounded host memory)
+CHUNK_BYTES = 1 << 30  # a file of the checkpoint holds about this much (one parameter's tensors more at most)
 MOMENTS = ("exp_avg", "exp_avg_sq")
 INDEX = "trainable.index.json"
 OPTIMIZER = "optimizer.json"
@@ -71,12 +71,17 @@ def _full(accelerator, optimizer, p, key: str | None) -> torch.Tensor | None:
 
 
 def _steps(accelerator, optimizer) -> int:
-    """AdamW's step count (the same for every parameter rlhfkit trains)."""
-    for state in _inner_optimizer(optimizer).state.values():
-        step = state.get("step")
-        if step is not None:
-            return int(step.item() if torch.is_tensor(step) else step)
-    return 0
+    """The largest AdamW step count the optimizer holds (DeepSpeed: one per flat group, all equal)."""
+    steps = [s.get("step") for s in _inner_optimizer(optimizer).state.values() if s.get("step") is not None]
+    return max((int(x.item() if torch.is_tensor(x) else x) for x in steps), default=0)
+
+
+def _param_step(accelerator, optimizer, p) -> int:
+    """A parameter's own AdamW step count (a parameter without a gradient on some step has fewer)."""
+    if _is_deepspeed(accelerator):
+        return _steps(accelerator, optimizer)
+    step = _inner_optimizer(optimizer).state.get(p, {}).get("step")
+    return int(step.item() if torch.is_tensor(step) else step) if step is not None else 0
 
 
 def save(accelerator, modules: dict, optimizer, directory: Path) -> None:
@@ -84,7 +89,8 @@ def save(accelerator, modules: dict, optimizer, directory: Path) -> None:
     from safetensors.torch import save_file
 
     main = accelerator.is_main_process
-    if _is_deepspeed(accelerator) and _steps(accelerator, optimizer) > 0:
+    stepped = _steps(accelerator, optimizer) > 0
+    if _is_deepspeed(accelerator) and stepped:
         _link_deepspeed_state(optimizer)
     index: dict[str, str] = {}
     chunk: dict[str, torch.Tensor] = {}
@@ -99,8 +105,10 @@ def save(accelerator, modules: dict, optimizer, directory: Path) -> None:
             index.update({k: name for k in chunk})
         chunk, size = {}, 0
 
+    steps: dict[str, int] = {}
     for name, p in trained_parameters(accelerator, modules):
-        for key in (None, *MOMENTS):
+        steps[name] = _param_step(accelerator, optimizer, p)
+        for key in (None, *(MOMENTS if stepped else ())):  # no moments before the first step
             full = _full(accelerator, optimizer, p, key)
             if main and full is not None:
                 t = full.detach().to("cpu", torch.float32, copy=True).contiguous()
@@ -109,7 +117,6 @@ def save(accelerator, modules: dict, optimizer, directory: Path) -> None:
         if size >= CHUNK_BYTES:
             flush()
     flush()
-    steps = _steps(accelerator, optimizer)
     if main:
         groups = [{k: v for k, v in g.items() if k != "params" and isinstance(v, (int, float, bool, list, tuple, str))}
                   for g in optimizer.param_groups]
@@ -144,19 +151,25 @@ def load(accelerator, modules: dict, optimizer, directory: Path) -> None:
             handles[index[key]] = safe_open(str(directory / index[key]), "pt")
         return handles[index[key]].get_tensor(key)
 
-    steps = int(meta["steps"])
-    if _is_deepspeed(accelerator):
+    steps = {k: int(v) for k, v in meta["steps"].items()}
+    if _is_deepspeed(accelerator) and any(steps.values()):
         _make_deepspeed_state(optimizer)
     for name, p in named:
-        _set(accelerator, optimizer, p, None, tensor(name))
+        weight = tensor(name)
+        shape = tuple(getattr(p, "ds_shape", None) or p.shape)
+        if tuple(weight.shape) != shape:
+            raise UsageError(f"{directory}: {name} has shape {tuple(weight.shape)} there and {shape} in this run; "
+                             "resume with the model the run was made with, or start a new run")
+        _set(accelerator, optimizer, p, None, weight)
         for key in MOMENTS:
             value = tensor(f"{name}::{key}")
             if value is not None:
-                _set(accelerator, optimizer, p, key, value, steps)
-    if _is_deepspeed(accelerator):
+                _set(accelerator, optimizer, p, key, value, steps[name])
+    if _is_deepspeed(accelerator) and any(steps.values()):  # one count per flat group: all equal
         for state in _inner_optimizer(optimizer).state.values():
             if "step" in state:
-                state["step"] = torch.full_like(state["step"], steps) if torch.is_tensor(state["step"]) else steps
+                n = max(steps.values())
+                state["step"] = torch.full_like(state["step"], n) if torch.is_tensor(state["step"]) else n
     for group, saved_group in zip(optimizer.param_groups, meta["param_groups"]):
         for k, v in saved_group.items():
             if k in group:
@@ -233,11 +246,10 @@ def _set(accelerator, optimizer, p, key: str | None, full: torch.Tensor, steps: 
                                                                   else value)
         return
     inner = _inner_optimizer(optimizer)
-    state = inner.state.setdefault(p, {})
-    if "step" not in state:  # the optimizer makes its state at the first step: make it as AdamW would
-        group = next(g for g in inner.param_groups if any(q is p for q in g["params"]))
-        on_device = group.get("fused") or group.get("capturable")
-        state["step"] = torch.tensor(float(steps), dtype=torch.float32, device=p.device if on_device else "cpu")
+    state = inner.state.setdefault(p, {})  # the optimizer makes its state at the first step: as AdamW would
+    group = next(g for g in inner.param_groups if any(q is p for q in g["params"]))
+    on_device = group.get("fused") or group.get("capturable")
+    state["step"] = torch.tensor(float(steps), dtype=torch.float32, device=p.device if on_device else "cpu")
     state[key] = value.to(p.dtype).clone() if not hasattr(value, "to_local") else value
 
 

@@ -396,3 +396,23 @@ def test_generation_asks_for_no_per_token_collective(monkeypatch):
     ids, mask = encode_prompts(tok, ["a"], 8, "cpu")
     generate(policy, tok, ids, mask, 2, row_seeds=[1])
     assert seen["synced_gpus"] is False
+
+
+@pytest.mark.parametrize("overrides, refused", [({"dtype": "fp16"}, "fp16"), ({"contrastive": "swav"}, "--contrastive")])
+def test_metarm_refuses_what_its_ascent_step_cannot_do_before_loading(monkeypatch, overrides, refused):
+    """MetaRM's ascent step now reads ∇J from .grad (issue 33): under fp16 the loss scaler would scale it
+    by 65536 (and overflow), and with SwAV the meta forward leaves the prototypes without a gradient
+    (DDP's reducer then fails on the next step). Both refused before the model loads."""
+    from rlhfkit import synth
+    from rlhfkit.io import UsageError
+    from rlhfkit.records import parse_record
+    from rlhfkit.rewards import train
+
+    pairs = [parse_record(r) for r in synth.pairs(8, 0.0, seed=0)]
+    meta = [parse_record({"prompt": "p", "responses": ["a b", "c d"]})]
+    loads = []
+    monkeypatch.setattr(train, "load_model", lambda *a, **k: loads.append(a))
+    with pytest.raises(UsageError, match=refused):
+        train.fit_reward_model(train.TrainConfig(model="tiny-bert", out=None, batch_size=4, save_steps=0, **overrides),
+                               pairs, meta_examples=meta, progress=False)
+    assert loads == []

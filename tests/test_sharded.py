@@ -88,8 +88,9 @@ def summary(p) -> str:
 RUNS = {
     "rm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                      "--logging-steps", 1, "--save-steps", 2, "--eval", d / "eval.jsonl", "--eval-steps", 2],
-    "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
-                          "--logging-steps", 1, "--save-steps", 0, "--lora", "--eval", d / "eval.jsonl"],
+    # accumulation too: DeepSpeed steps (and reports its gradient norm) at the boundaries only
+    "rm-lora": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 4, "--grad-accum", 2,
+                          "--lr", 1e-3, "--logging-steps", 1, "--save-steps", 0, "--lora", "--eval", d / "eval.jsonl"],
     # the meta step's size makes MetaRM differ from plain Bradley-Terry here (the test checks it)
     "metarm": lambda d: ["train-rm", d / "train.jsonl", "--model", d / "bert", "--batch-size", 8, "--lr", 1e-3,
                          "--logging-steps", 1, "--save-steps", 0, "--meta-data", d / "meta.jsonl",
@@ -253,12 +254,13 @@ def test_metarm_under_fsdp_equals_one_process(world, tmp_path):
     MetaRM must differ from BT at these settings."""
     one_meta, one_bt = read_jsonl(world / "one-metarm" / "log.jsonl"), read_jsonl(world / "one-bt" / "log.jsonl")
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one_meta, one_bt)) > 1e-3
-    run("fsdp", [*RUNS["metarm"](world), "--out", tmp_path / "o"], world)
-    assert json.loads((tmp_path / "o" / "rlhfkit.json").read_text())["engine"] == "FSDP2"
-    two = read_jsonl(tmp_path / "o" / "log.jsonl")
-    close(one_meta, two, ["loss", "margin", "accuracy"], 1e-5)
-    for a, b in zip(one_meta, two):  # θ' = θ + 3000·∇J multiplies ∇J's rounding differences by 3000
-        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
+    for config in ("fsdp", "cpu-2proc"):  # and DDP, where the ascent's backward now reduces ∇J too
+        run(config, [*RUNS["metarm"](world), "--out", tmp_path / config], world)
+        assert json.loads((tmp_path / config / "rlhfkit.json").read_text())["engine"] == ENGINES[config]
+        two = read_jsonl(tmp_path / config / "log.jsonl")
+        close(one_meta, two, ["loss", "margin", "accuracy"], 1e-5)
+        for a, b in zip(one_meta, two):  # θ' = θ + 3000·∇J multiplies ∇J's rounding differences by 3000
+            assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)
 
 
 def test_a_separate_critic_is_refused_under_fsdp2_before_loading(world, tmp_path):
@@ -309,25 +311,14 @@ def test_bf16_compute_over_fp32_weights_on_every_engine(world, tmp_path, config)
 
 def rank_pid(launcher_pid: int, rank: int) -> int | None:
     """The pid of the launched process with RANK=rank (a child of the launcher, or of its agent)."""
-    children = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int([x for x in (d / "status").read_text().splitlines() if x.startswith("PPid:")][0].split()[1])
-                children.setdefault(ppid, []).append(int(d.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    todo, seen = [launcher_pid], []
-    while todo:
-        pid = todo.pop()
-        seen.append(pid)
-        todo += children.get(pid, [])
-    for pid in seen[1:]:
+    from rlhfkit.dist import descendants
+
+    for pid in descendants(launcher_pid):
         try:
             env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(rank).encode() in env:
+        if f"RANK={rank}".encode() in env and f"LOCAL_RANK={rank}".encode() in env:
             return pid
     return None
 
@@ -363,8 +354,10 @@ def test_a_dead_rank_ends_the_run_and_resume_completes_it(world, tmp_path, confi
         _, stderr = p.communicate(timeout=120)
         assert time.time() - killed_at < 120
     finally:
-        if p.poll() is None:
-            p.kill()
+        if p.poll() is None:  # the launcher and every worker it started
+            from rlhfkit.dist import stop_launch
+
+            stop_launch(p, grace=5)
     assert p.returncode != 0
     assert "SIGKILL" in stderr or "Signal 9" in stderr, stderr[-3000:]
     found = ckpt.list_checkpoints(out / "checkpoints")

@@ -268,6 +268,11 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     # hold bf16 module weights (and save them) and FSDP2 reduce gradients in bf16. fp16 keeps
     # accelerate's mixed precision for its loss scaling.
     precision = "fp16" if dtype == torch.float16 else "no"
+    if meta_examples and dtype == torch.float16:  # its ascent step reads .grad, which fp16's loss scaler scales
+        raise UsageError("MetaRM (--meta-data) with --dtype fp16: the loss scaler would scale its ascent step "
+                         "(and overflow it); use --dtype bf16 or fp32")
+    if meta_examples and cfg.contrastive:  # the meta forward leaves the SwAV prototypes without a gradient
+        raise UsageError("MetaRM (--meta-data) with --contrastive: train one or the other")
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state()  # a second run in one process may ask for another precision
@@ -287,6 +292,7 @@ def fit_reward_model(cfg: TrainConfig, examples: Sequence[Example], source: str 
     set_seed(cfg.seed)
     if meta_examples and cfg.grad_accum != 1:
         raise UsageError("MetaRM (--meta-data) takes one batch per step: use --grad-accum 1")
+
 
     tok = load_tokenizer(cfg.model)
     hf = load_model(cfg.model, "reward")
