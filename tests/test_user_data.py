@@ -252,7 +252,6 @@ def test_inference_stages_take_a_dtype(tmp_path, monkeypatch):
 def test_ppo_pm_neither_builds_nor_runs_a_reference(tmp_path, monkeypatch):
     """PM's penalty is log π alone: its run builds no reference copy and runs no reference forward
     (memory and time); its log says the KL was not measured. KL runs still build one."""
-    import copy
     from pathlib import Path
 
     import torch
@@ -260,13 +259,13 @@ def test_ppo_pm_neither_builds_nor_runs_a_reference(tmp_path, monkeypatch):
     from rlhfkit.ppo import trainer
 
     copies = []
-    real_deepcopy = copy.deepcopy
+    real_copy = trainer.frozen_copy  # how the reference is made (tensor by tensor, issue 33)
     def spy(obj, *args):
         if isinstance(obj, torch.nn.Module):
             copies.append(type(obj).__name__)
-        return real_deepcopy(obj, *args)
+        return real_copy(obj, *args)
 
-    monkeypatch.setattr(trainer.copy, "deepcopy", spy)
+    monkeypatch.setattr(trainer, "frozen_copy", spy)
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"say {w}"} for w in "abcd"])
     reward = f"{Path(__file__).with_name('scripted_rewards.py')}:e_count"
     for regularizer in ("pm", "kl"):
