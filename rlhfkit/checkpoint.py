@@ -1,7 +1,7 @@
 """Training checkpoints that hold tensors and JSON only, and know which run they belong to.
 
-Nothing here unpickles: weights are safetensors, optimizer state is read with
-``torch.load(weights_only=True)``, schedulers, RNG states and the run's identity are JSON. A
+Nothing here unpickles: weights and optimizer state are safetensors (``rlhfkit.trainstate``),
+schedulers, RNG states and the run's identity are JSON. A
 checkpoint directory from someone else can therefore not run code, and ``--resume`` refuses a
 checkpoint whose run identity (data fingerprint and the arguments that shape the model and the
 data order) differs from the run asking to continue it.
@@ -72,17 +72,6 @@ def set_rng_state(state: dict, tensors: dict[str, torch.Tensor]) -> None:
 
 
 # ---------------------------------------------------------------- files
-
-def load_tensors(path: Path) -> Any:
-    """``torch.load`` that only ever builds tensors and plain containers; anything else is refused."""
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{path}: refused to load: not a tensors-only file ({first[:200]})") from None
-
 
 def read_json(path: Path) -> Any:
     try:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import ast
 import math
 import re
-import sys
 from collections import Counter
 from typing import Any
 

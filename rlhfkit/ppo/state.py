@@ -16,7 +16,6 @@ import torch
 from .. import __version__
 from .. import checkpoint as ckpt
 from ..dist import engine
-from ..io import UsageError
 from ..models import write_meta
 
 

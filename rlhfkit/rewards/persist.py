@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from .. import __version__
 from .. import checkpoint as ckpt
 from ..models import write_meta
