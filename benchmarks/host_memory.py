@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ENGINES = {"cpu-2proc": "MULTI_CPU", "zero3": "DEEPSPEED-ZeRO3", "fsdp": "FSDP2"}
 SHAPE = dict(hidden_size=512, intermediate_size=1376, num_attention_heads=8, num_key_value_heads=8,
              vocab_size=261, max_position_embeddings=512)
 
@@ -70,6 +71,8 @@ def peak_rss(config: str, policy: Path, work: Path) -> list[int]:
     if p.returncode != 0:
         raise SystemExit(p.stderr[-3000:])
     sharding = json.loads((out / "rlhfkit.json").read_text())["sharding"]
+    if sharding["engine"] != ENGINES[config]:  # a run that quietly fell back to DDP measures nothing here
+        raise SystemExit(f"{config}: ran as {sharding['engine']}, not {ENGINES[config]}")
     return {**sharding["peak_host_rss_bytes_per_process_by_phase"], "end": sharding["peak_host_rss_bytes_per_process"]}
 
 

@@ -105,10 +105,8 @@ def apply(record: dict, action: str, rules: Rules, p_wrong: float | None = None)
     if action == FLIP:
         # `label` stays: it is P(chosen is better), and after the swap the corrected order is what it
         # states; 1 − label would state the original order again and undo the flip under a soft-label loss.
-        # A margin is signed chosen → rejected, so it turns with the sides, as in a swap on reading.
+        # (swapped_sides negates the margin with the strength: both are stated chosen → rejected)
         out = swapped_sides(record)
-        if isinstance(record.get("margin"), (int, float)) and not isinstance(record["margin"], bool):
-            out["margin"] = -record["margin"]
     elif action == SMOOTH:
         out["label"] = 1.0 - rules.smooth
     if rules.soft and action != DROP and p_wrong is not None:

@@ -285,11 +285,18 @@ def _local_bytes(t) -> int:
     return t.numel() * t.element_size()
 
 
+def optimizer_chain(optimizer) -> list:
+    """The optimizer and every one it wraps: accelerate's wrapper, DeepSpeed's ZeRO optimizer, the torch
+    optimizer last (whose ``state`` holds the moments)."""
+    chain = [optimizer]
+    while hasattr(chain[-1], "optimizer") and chain[-1].optimizer is not chain[-1]:
+        chain.append(chain[-1].optimizer)
+    return chain
+
+
 def _optimizer_state_bytes(optimizer) -> int:
     """The optimizer state this process holds (AdamW's moments; under DeepSpeed, of its partition)."""
-    inner = optimizer
-    while hasattr(inner, "optimizer") and inner.optimizer is not inner:  # accelerate's and DeepSpeed's wrappers
-        inner = inner.optimizer
+    inner = optimizer_chain(optimizer)[-1]
     return sum(_local_bytes(v) for s in getattr(inner, "state", {}).values() for v in s.values()
                if hasattr(v, "numel") and v.dim() > 0)
 

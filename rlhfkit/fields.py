@@ -21,8 +21,9 @@ preset's included). A SOURCE that is no expression rlhfkit computes (``answer (A
 record field of exactly that name are read as a rename, as before.
 
 A preset names a dataset (``--fields alpacaeval``) and stands for its items; what it stands for is
-printed on stderr with the other notes of each file read, and more items may follow it (``--fields shp,keep=score_ratio>=2``). The expression is
-parsed with Python's ``ast`` and only the forms above are accepted: nothing is ever executed.
+printed on stderr with the other notes of each file read, and more items may follow it
+(``--fields shp,keep=score_ratio>=2``). The expression is parsed with Python's ``ast`` and only the
+forms above are accepted: nothing is ever executed.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def stable_id(obj: dict) -> str:
 
 
 SIDES = ("chosen", "rejected")
-SIGNED_BY_ORDER = ("strength_mean",)  # numbers stated in the pair's order: negated when it is swapped
+SIGNED_BY_ORDER = ("strength_mean", "margin")  # numbers stated in the pair's order (chosen → rejected): negated on a swap
 
 
 def _other_side(key: str) -> str | None:
@@ -87,8 +87,8 @@ def _other_side(key: str) -> str | None:
 def swapped_sides(record: dict) -> dict:
     """The same record with its two responses exchanged: chosen ↔ rejected, every field that belongs
     to a side (``X_chosen`` ↔ ``X_rejected``, ``chosen_X`` ↔ ``rejected_X``; a field whose partner is
-    absent moves to the partner's name) with them, and the strength (stated in the pair's order)
-    negated. ``label`` and ``margin`` are left to the caller."""
+    absent moves to the partner's name) with them, and the numbers stated in the pair's order (strength,
+    margin) negated. ``label`` is left to the caller (a swap on reading and a flip by ``clean`` differ there)."""
     out = {}
     for key, value in record.items():
         other = _other_side(key)
@@ -109,11 +109,7 @@ def swapped_sides(record: dict) -> dict:
 def reoriented(record: dict, label: float) -> dict:
     """A pair given with label p < 0.5, stated the other way round: sides swapped, label 1 − p and the
     margin negated, so that every loss of the pair (−[p·log σ(Δ − m) + (1 − p)·log σ(m − Δ)]) is unchanged."""
-    out = {**swapped_sides(record), "label": 1.0 - label}
-    margin = record.get("margin")
-    if isinstance(margin, (int, float)) and not isinstance(margin, bool):
-        out["margin"] = -margin
-    return out
+    return {**swapped_sides(record), "label": 1.0 - label}
 
 
 def _type_name(v: Any) -> str:

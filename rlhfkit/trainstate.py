@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .dist import clean_name
+from .dist import clean_name, optimizer_chain
 
 CHUNK_BYTES = 1 << 30  # a file of the checkpoint holds about this much (one parameter's tensors more at most)
 MOMENTS = ("exp_avg", "exp_avg_sq")
@@ -37,10 +37,13 @@ def _is_deepspeed(accelerator) -> bool:
 
 def _inner_optimizer(optimizer):
     """The torch optimizer under accelerate's (and DeepSpeed's) wrappers."""
-    inner = optimizer
-    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
-        inner = inner.optimizer
-    return inner
+    return optimizer_chain(optimizer)[-1]
+
+
+def _zero_optimizer(optimizer):
+    """DeepSpeed's ZeRO optimizer in the chain (None elsewhere)."""
+    return next((o for o in optimizer_chain(optimizer) if hasattr(o, "fp32_partitioned_groups_flat")
+                 or hasattr(o, "_lazy_init_hp_params_optimizer_state")), None)
 
 
 def trained_parameters(accelerator, modules: dict) -> list[tuple[str, torch.nn.Parameter]]:
@@ -180,12 +183,7 @@ def _make_deepspeed_state(optimizer) -> None:
     """DeepSpeed's optimizer makes its AdamW state (over its flat fp32 partitions) at the first step,
     and only then links each parameter to its fragment of it: a resume before any step has nowhere to
     put the moments. Make the state as AdamW's first step would (zeros, step 0) and link it."""
-    chain = [optimizer]  # accelerate's wrapper, DeepSpeed's ZeRO optimizer, the torch AdamW
-    while hasattr(chain[-1], "optimizer") and chain[-1].optimizer is not chain[-1]:
-        chain.append(chain[-1].optimizer)
-    inner = chain[-1]
-    zero = next((o for o in chain if hasattr(o, "fp32_partitioned_groups_flat")
-                 or hasattr(o, "_lazy_init_hp_params_optimizer_state")), None)
+    inner, zero = _inner_optimizer(optimizer), _zero_optimizer(optimizer)
     if hasattr(zero, "fp32_partitioned_groups_flat"):  # ZeRO-3 hands the optimizer one flat group at each step
         flats = [(flat, inner.param_groups[zero.sub_group_to_group_id[i]])
                  for i, flat in enumerate(zero.fp32_partitioned_groups_flat)]
@@ -205,9 +203,7 @@ def _link_deepspeed_state(optimizer) -> None:
     """ZeRO-1/2 link each parameter to its fragment of the AdamW state once, after the first group's
     first step, so the parameters of a second group (PPO's value head) were linked to a state not
     made yet and their moments could not be read. Link again now that every group's state exists."""
-    zero = optimizer
-    while not hasattr(zero, "_lazy_init_hp_params_optimizer_state") and getattr(zero, "optimizer", zero) is not zero:
-        zero = zero.optimizer
+    zero = _zero_optimizer(optimizer)
     if hasattr(zero, "_lazy_init_hp_params_optimizer_state"):
         zero._hp_optimizer_states_linked = False
         zero._lazy_init_hp_params_optimizer_state()

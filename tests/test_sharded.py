@@ -189,10 +189,28 @@ def cut_after(src: Path, dst: Path, step: int) -> Path:
     for f in ("log.jsonl", "samples.jsonl"):
         if (src / f).exists():
             shutil.copy(src / f, dst / f)
+    mark_log(dst, step)
     last = dst / "checkpoints" / f"step-{step}"
     # tensors and JSON only: nothing in a checkpoint is unpickled, under any engine
     assert {f.suffix for f in last.iterdir()} <= {".safetensors", ".json"}, sorted(f.name for f in last.iterdir())
     return dst
+
+
+def mark_log(run_dir: Path, step: int) -> None:
+    """Mark the log lines up to ``step``: a resume from that checkpoint keeps them as they are, and a run
+    that quietly started over (no checkpoint found) would rewrite them without the mark."""
+    log = []
+    for line in (run_dir / "log.jsonl").read_text().splitlines():
+        try:
+            log.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by the kill: resume drops it
+            continue
+    write_jsonl(run_dir / "log.jsonl", [dict(e, before_the_kill=True) if e["step"] <= step else e for e in log])
+
+
+def resumed_from(run_dir: Path, step: int) -> None:
+    log = read_jsonl(run_dir / "log.jsonl")
+    assert [e.get("before_the_kill", False) for e in log] == [e["step"] <= step for e in log], log
 
 
 # one engine also resumes at another process count: 2 -> 1 and 1 -> 2
@@ -211,6 +229,7 @@ def resumed_equal(config, name, out, step, tmp_path, world):
         cut = cut_after(source, tmp_path / f"cut-{label}", step)
         run(launch, [*RUNS[name](world), "--out", cut, "--resume"], world)
         keys, tol = (RM_KEYS + ["eval_accuracy"], 1e-5) if name == "rm" else (PPO_KEYS, 1e-4)
+        resumed_from(cut, step)
         log = read_jsonl(cut / "log.jsonl")
         assert [e["step"] for e in log] == [e["step"] for e in read_jsonl(one_dir / "log.jsonl")], label
         close(read_jsonl(one_dir / "log.jsonl"), log, keys, tol)
@@ -362,6 +381,9 @@ def test_a_dead_rank_ends_the_run_and_resume_completes_it(world, tmp_path, confi
     assert "SIGKILL" in stderr or "Signal 9" in stderr, stderr[-3000:]
     found = ckpt.list_checkpoints(out / "checkpoints")
     assert found and not (out / "model.safetensors").exists() and not (out / "rlhfkit.json").exists()
+    step = int(found[-1].name.split("-")[1])
+    mark_log(out, step)
     run(config, [*args, "--resume"], world)
+    resumed_from(out, step)
     log = read_jsonl(out / "log.jsonl")
     assert [e["step"] for e in log] == list(range(1, len(log) + 1)) and (out / "model.safetensors").exists()

@@ -433,7 +433,8 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
             timings: dict = {}
             t0 = time.perf_counter()
             stats, batch = trainer.step(batch_prompts, step, timings)
-            trainer.host_peaks.setdefault("first_step", peak_host_bytes())
+            if "first_step" not in trainer.host_peaks:
+                trainer.host_peaks["first_step"] = peak_host_bytes()
             stats = {"step": step, **stats, "seconds": time.perf_counter() - t0,
                      **{f"seconds_{k}": round(v, 4) for k, v in timings.items()}}
             if cfg.sample_steps and (step % cfg.sample_steps == 0 or step == 1):
