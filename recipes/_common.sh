@@ -1,8 +1,77 @@
 # Sourced by the recipes: `run` prints each command and, unless DRY_RUN is set, runs it.
 # DRY_RUN=1 bash recipes/X.sh prints the whole plan and touches nothing.
+#
+# SCALE=full (the paper's models, data and counts) or SCALE=tiny (tiny offline models, ../shared/data
+# or files the recipe makes, small counts): the same stages, flags and files either way; a recipe
+# sets its values with `at_scale FULL TINY`, and nothing else reads SCALE.
+SCALE=${SCALE:-full}
+case $SCALE in
+  full | tiny) ;;
+  *) echo "SCALE must be full or tiny, got '$SCALE'" >&2; exit 2 ;;
+esac
+at_scale() {
+  if [ "$SCALE" = tiny ]; then echo "$2"; else echo "$1"; fi
+}
+# The real data the tiny scale reads (the project's ../shared/data, beside the checkout).
+SHARED_DATA=${SHARED_DATA:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/shared/data}
+
+# Resuming: a stage that finished leaves a stamp, $OUT/.stages/<hash of its command line>. Run again
+# with the same OUT, a recipe skips every stamped stage whose --out (or stdout file) is still there,
+# up to the first stage that runs; that stage gets --resume if it is a training stage (train-rm, ppo)
+# that had started, and every stage after it runs (its inputs may have changed). A changed flag
+# changes the command line, so that stage and the rest run again. RECIPE_RERUN=1 runs everything.
+_stage() {
+  local dest=$1
+  shift
+  local line="$*" key stamp
+  [ -n "$dest" ] && line="$line > $dest"
+  if [ -n "${DRY_RUN:-}" ]; then
+    echo "+ $line" >&2
+    return 0
+  fi
+  key=$(printf '%s' "$line" | sha1sum | cut -c1-16)
+  stamp="$OUT/.stages/$key"
+  if [ -z "${RECIPE_RERUN:-}" ] && [ -f "$stamp" ] && _outputs_exist "$dest" "$@"; then
+    echo "+ $line   # done in an earlier run: skipped" >&2
+    return 0
+  fi
+  local cmd=("$@")
+  if [ -z "${RECIPE_RERUN:-}" ] && [ -f "$stamp.started" ] && _trains "$@"; then
+    cmd+=(--resume)
+    echo "+ $line --resume   # stopped in an earlier run: resumed" >&2
+  else
+    echo "+ $line" >&2
+  fi
+  mkdir -p "$OUT/.stages"
+  printf '%s\n' "$line" > "$stamp.started"
+  local t0=$SECONDS
+  if [ -n "$dest" ]; then
+    "${cmd[@]}" > "$dest.partial"
+    mv "$dest.partial" "$dest"
+  else
+    "${cmd[@]}"
+  fi
+  mv "$stamp.started" "$stamp"
+  echo "# done in $((SECONDS - t0)) s" >&2
+  export RECIPE_RERUN=1
+}
+_outputs_exist() {
+  local dest=$1 prev=""
+  shift
+  [ -z "$dest" ] || [ -e "$dest" ] || return 1
+  for a in "$@"; do
+    if [ "$prev" = "--out" ] && [ ! -e "$a" ]; then return 1; fi
+    prev=$a
+  done
+}
+_trains() {
+  for a in "$@"; do
+    case $a in train-rm | ppo) return 0 ;; esac
+  done
+  return 1
+}
 run() {
-  echo "+ $*" >&2
-  if [ -z "${DRY_RUN:-}" ]; then "$@"; fi
+  _stage "" "$@"
 }
 # `launch` runs a training stage (train-rm, ppo) under accelerate when LAUNCH is set, e.g.
 #   LAUNCH="accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m"
@@ -10,12 +79,12 @@ run() {
 launch() {
   if [ -n "${LAUNCH:-}" ]; then run $LAUNCH rlhfkit "$@"; else run rlhfkit "$@"; fi
 }
-# `run_to FILE cmd...` runs a command with its stdout saved to FILE (only printed under DRY_RUN).
+# `run_to FILE cmd...` runs a command with its stdout saved to FILE (only printed under DRY_RUN); the
+# file appears when the command has finished.
 run_to() {
   local dest=$1
   shift
-  echo "+ $* > $dest" >&2
-  if [ -z "${DRY_RUN:-}" ]; then "$@" > "$dest"; fi
+  _stage "$dest" "$@"
 }
 # `note TEXT`: a line of the plan that is not a command (where the SFT policy comes from, memory).
 note() {

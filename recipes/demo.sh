@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # The CPU demo on the embedded synthetic data; `make demo` runs it inside .venv.
-# synth -> strength -> clean --flip -> train-rm -> ppo (a few steps) -> judge (reward model) -> metrics
-# About five minutes on 2 CPU cores (the first use of smollm2-135m adds ~30 s to dequantise it).
-# MODEL=tiny-bert POLICY=tiny-gpt makes it faster and meaningless.
+# synth -> strength | clean --flip -> train-rm -> metrics accuracy -> sft (the synth world's small policy)
+# -> ppo -> generate -> judge (reward model) -> metrics generation
+# Under 5 minutes on 2 quiet CPU cores (README: the measured time). The PPO stage trains the synth
+# world's policy (GPT-2 shapes, 2 layers, 64 wide, one token per word), made here by a short SFT on
+# synth's reviews; `make demo-smollm2` (POLICY=smollm2-135m) runs PPO on SmolLM2-135M instead, a
+# real instruction-tuned model, in about 15 minutes more.
 set -euo pipefail
 OUT=${OUT:-demo-out}
-N=${N:-600}
+N=${N:-300}
 MODEL=${MODEL:-minilm}
-POLICY=${POLICY:-smollm2-135m}
+POLICY=${POLICY:-world}  # world: the synth world's policy, trained here; or a model name (smollm2-135m)
+STEPS=${STEPS:-8}
 mkdir -p "$OUT"
+SECONDS=0
 
 echo "== synth: $N film-review pairs, 20% of labels flipped (marked noisy: true)" >&2
 rlhfkit synth --n "$N" --noise 0.2 --seed 0 --out "$OUT/pairs.jsonl"
 rlhfkit synth --n 300 --noise 0 --seed 99 --out "$OUT/heldout.jsonl"
-head -n 16 "$OUT/heldout.jsonl" > "$OUT/prompts.jsonl"
+rlhfkit prompts "$OUT/heldout.jsonl" --kind extract --limit 32 --out "$OUT/prompts.jsonl"
 
-echo "== strength | clean --flip: find the flipped labels with a $MODEL ensemble (K = 10)" >&2
+echo "== strength | clean --flip: find the flipped labels (cross-fitted $MODEL members)" >&2
 rlhfkit strength "$OUT/pairs.jsonl" --model "$MODEL" --plot "$OUT/strength.png" \
   | rlhfkit clean --flip --out "$OUT/clean.jsonl"
 
@@ -26,9 +31,16 @@ rlhfkit train-rm "$OUT/clean.jsonl" --model "$MODEL" --out "$OUT/rm" --lr 5e-5 -
 echo "== metrics accuracy of the reward model on clean held-out pairs" >&2
 rlhfkit metrics accuracy "$OUT/heldout.jsonl" --reward "$OUT/rm" > "$OUT/accuracy.json"
 
-echo "== ppo: a few steps of $POLICY against the reward model (KL regulariser)" >&2
+if [ "$POLICY" = world ]; then
+  echo "== sft: the synth world's policy learns to write film reviews" >&2
+  rlhfkit synth --kind reviews --n 3000 --seed 0 --out "$OUT/reviews.jsonl"
+  rlhfkit sft "$OUT/reviews.jsonl" --model synth-world --out "$OUT/sft" --epochs 2 --lr 3e-3 --batch-size 64
+  POLICY="$OUT/sft"
+fi
+
+echo "== ppo: $STEPS steps of $POLICY against the reward model (KL regulariser)" >&2
 rlhfkit ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$OUT/prompts.jsonl" --out "$OUT/policy" \
-  --steps 3 --batch-size 4 --mini-batch-size 2 --max-new-tokens 24 --lr 1e-5 --beta 0.05 --save-steps 0
+  --steps "$STEPS" --batch-size 16 --mini-batch-size 8 --max-new-tokens 24 --lr 1e-4 --beta 0.05 --save-steps 0
 
 echo "== generate from the reference and the PPO policy; the reward model judges both" >&2
 rlhfkit generate "$OUT/prompts.jsonl" --policy "$POLICY" --max-new-tokens 24 --out "$OUT/gens-ref.jsonl"
@@ -39,4 +51,4 @@ echo "== metrics generation: the PPO policy against its reference" >&2
 rlhfkit metrics generation --policy "$OUT/policy" --ref "$POLICY" --prompts "$OUT/prompts.jsonl" \
   --max-new-tokens 24 > "$OUT/generation.json"
 
-echo "demo finished; outputs in $OUT/ (strength.png, clean.jsonl, rm/, policy/, judged.jsonl, *.json)" >&2
+echo "demo finished in $SECONDS s; outputs in $OUT/ (strength.png, clean.jsonl, rm/, policy/, judged.jsonl, *.json)" >&2

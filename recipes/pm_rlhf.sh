@@ -23,9 +23,15 @@
 # compares with. (The paper's r/beta - KL has the same optimum; PPO's whitened advantages make the
 # two runs alike.)
 #   bash recipes/pm_rlhf.sh                    DRY_RUN=1 bash recipes/pm_rlhf.sh
+# SCALE=tiny: the same stages, flags and files on tiny offline models (tiny-gpt, tiny-bert) and a few
+# records of ../shared/data, with small counts (about a minute on 2 CPU cores; CI runs it). The last stage,
+# `rlhfkit report`, writes OUT/summary.json and prints the paper's headline table beside the paper's
+# numbers. Run again with the same OUT, the recipe skips the stages that finished (recipes/_common.sh).
+#   SCALE=tiny bash recipes/pm_rlhf.sh
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 OUT=${OUT:-runs/pm_rlhf}
+HH=hf:$SHARED_DATA/hh-rlhf-harmless-base-test.jsonl.gz:train
 SIZE=${SIZE:-1.3b}
 case $SIZE in
   1.3b) BASE=facebook/opt-1.3b; MODE_FLAGS="" ;;
@@ -33,11 +39,15 @@ case $SIZE in
   *) echo "SIZE must be 1.3b or 7b" >&2; exit 2 ;;
 esac
 SFT_FROM=${SFT_FROM:-}
-POLICY=${POLICY:-$BASE}
-DATA=${DATA:-hf:Dahoas/full-hh-rlhf:train}
-TEST=${TEST:-hf:Dahoas/full-hh-rlhf:test}
-STEPS=${STEPS:-500}
-PPO_COMMON=${PPO_COMMON:---lr 1e-6 --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens 256 --batch-size 64 --mini-batch-size 8 --no-chat-template --save-steps 100 $MODE_FLAGS}
+POLICY=${POLICY:-$(at_scale "$BASE" tiny-gpt)}
+DATA=${DATA:-$(at_scale hf:Dahoas/full-hh-rlhf:train "$HH[:64]")}
+TEST=${TEST:-$(at_scale hf:Dahoas/full-hh-rlhf:test "$HH[2280:]")}
+STEPS=${STEPS:-$(at_scale 500 2)}
+BETAS=${BETAS:-$(at_scale "0.1 0.5 1" "1")}
+ALPHAS=${ALPHAS:-$(at_scale "0.1 0.3 0.5" "0.3")}
+TOKENS=${TOKENS:-$(at_scale 256 8)}  # new tokens per response, in PPO and in the metrics
+PROMPTS_TEST=${PROMPTS_TEST:-$(at_scale 500 8)}
+PPO_COMMON=${PPO_COMMON:---lr $(at_scale 1e-6 1e-4) --top-p 0.9 --temperature 1 --max-prompt-length 256 --max-new-tokens $TOKENS --batch-size $(at_scale 64 4) --mini-batch-size $(at_scale 8 2) --no-chat-template --save-steps $(at_scale 100 1) $MODE_FLAGS}
 
 run mkdir -p "$OUT"
 if [ -n "$SFT_FROM" ]; then
@@ -46,25 +56,26 @@ if [ -n "$SFT_FROM" ]; then
   POLICY="$OUT/sft"
 fi
 note "SFT policy: $POLICY"
-launch train-rm "$DATA" --model "$POLICY" --out "$OUT/rm" --lr 5e-6 --batch-size 8 --grad-accum 4 --max-length 512 --epochs 1 \
-  --save-steps "500" $MODE_FLAGS
-run rlhfkit prompts "$TEST" --kind extract --limit 500 --out "$OUT/test-prompts.jsonl"
-declare -A BETA_OF
-for beta in 0.1 0.5 1; do
+launch train-rm "$DATA" --model "$POLICY" --out "$OUT/rm" --lr $(at_scale 5e-6 1e-3) --batch-size 8 --grad-accum $(at_scale 4 1) \
+  --max-length $(at_scale 512 256) --epochs 1 --save-steps $(at_scale 500 4) $MODE_FLAGS
+run rlhfkit prompts "$TEST" --kind extract --limit "$PROMPTS_TEST" --out "$OUT/test-prompts.jsonl"
+runs=()
+for beta in $BETAS; do
   launch ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer kl --beta "$beta" \
     --steps "$STEPS" $PPO_COMMON --out "$OUT/kl-b$beta"
-  BETA_OF[kl-b$beta]=$beta
-  for alpha in 0.1 0.3 0.5; do
+  runs+=("kl-b$beta:$beta")
+  for alpha in $ALPHAS; do
     launch ppo --policy "$POLICY" --reward "$OUT/rm" --prompts "$DATA" --regularizer cpm --beta "$beta" --alpha "$alpha" \
       --steps "$STEPS" $PPO_COMMON --out "$OUT/cpm-b$beta-a$alpha"
-    BETA_OF[cpm-b$beta-a$alpha]=$beta
+    runs+=("cpm-b$beta-a$alpha:$beta")
   done
 done
-for name in "${!BETA_OF[@]}"; do
-  beta=${BETA_OF[$name]}
+for entry in "${runs[@]}"; do
+  name=${entry%%:*}
+  beta=${entry##*:}
   run_to "$OUT/pm-$name.json" rlhfkit metrics pm-divergence --policy "$OUT/$name" --reward "$OUT/rm" --prompts "$OUT/test-prompts.jsonl" \
-    --beta "$beta" --top-p 0.9 --max-new-tokens 256 --no-chat-template --plot "$OUT/pm-$name.png"
+    --beta "$beta" --top-p 0.9 --max-new-tokens "$TOKENS" --no-chat-template --plot "$OUT/pm-$name.png"
   run_to "$OUT/generation-$name.json" rlhfkit metrics generation --policy "$OUT/$name" --ref "$POLICY" --prompts "$OUT/test-prompts.jsonl" \
-    --max-new-tokens 256 --no-chat-template
+    --max-new-tokens "$TOKENS" --no-chat-template
 done
-echo "done: compare pm-*.json (mean PM divergence) between kl-* and cpm-* runs" >&2
+run rlhfkit report pm-rlhf "$OUT" --scale "$SCALE" --out "$OUT/summary.json"

@@ -83,5 +83,8 @@ AcceleratorState.__init__ = accelerator_state_init
 if __name__ == "__main__":
     from rlhfkit.cli import main
 
-    sys.argv = ["rlhfkit", *sys.argv[1:]]
+    args = sys.argv[1:]
+    if args[:1] == ["rlhfkit"]:  # as a recipe's LAUNCH prefix: `$LAUNCH rlhfkit train-rm ...`
+        args = args[1:]
+    sys.argv = ["rlhfkit", *args]
     main()

@@ -233,27 +233,6 @@ def test_smollm2_smoke_run_with_a_trained_reward_model(tmp_path):
     assert (tmp_path / "o" / "model.safetensors").exists()
 
 
-def test_metarm_rounds_recipe_runs_on_tiny_models(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    recipe = Path(__file__).resolve().parents[1] / "recipes" / "metarm_rounds.sh"
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OUT=str(tmp_path / "m"),
-               ROUNDS="1", POLICY="tiny-gpt", RM_BASE="tiny-gpt", PPO_STEPS="2", META_K="2",
-               PPO_FLAGS="--batch-size 4 --mini-batch-size 2 --max-new-tokens 4 --save-steps 0",
-               RM_FLAGS="--max-steps 2 --save-steps 0")
-    dry = subprocess.run(["bash", str(recipe)], env=dict(env, DRY_RUN="1"), capture_output=True, text=True)
-    assert dry.returncode == 0 and "+ rlhfkit train-rm" in dry.stderr and not (tmp_path / "m").exists()
-    p = subprocess.run(["bash", str(recipe)], env=env, capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-2000:]
-    meta = read_jsonl(tmp_path / "m" / "meta-1.jsonl")
-    assert all(len(r["responses"]) == 2 for r in meta)
-    assert (tmp_path / "m" / "rm-1" / "model.safetensors").exists()
-    assert (tmp_path / "m" / "policy-final" / "model.safetensors").exists()
-
-
 def test_separate_critic_starts_from_the_reward_model_when_it_reads_the_same_tokens(tmp_path):
     from rlhfkit import synth
     from rlhfkit.ppo.trainer import PPOConfig, PPOTrainer

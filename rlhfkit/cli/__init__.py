@@ -15,6 +15,7 @@ from .judge import judge
 from .metrics import metrics_app
 from .ppo import ppo
 from .prompts import prompts
+from .report import report
 from .strength import strength
 from .score import score
 from .sft import sft
@@ -68,6 +69,7 @@ app.command("ppo", short_help="PPO against a reward with KL, var-KL, PM or condi
 app.command("generate", short_help="Sample responses from a policy.")(generate)
 app.command("prompts", short_help="Prompt records from raw text or records; Reward Collapse prefix rankings.")(prompts)
 app.command("judge", short_help="Pairwise LLM judge (OpenAI-compatible API) or a reward model as judge.")(judge)
+app.command("report", short_help="A paper recipe's headline table, beside the paper's numbers, from the run's outputs.")(report)
 app.add_typer(metrics_app, name="metrics", short_help="PM divergence, generation statistics, RM accuracy, reward distributions, win rates.")
 app.add_typer(simulate_app, name="simulate", short_help="The papers' theory experiments: variance-aware policies, PM bias.")
 
@@ -98,7 +100,21 @@ def main() -> None:
     except typer.Abort:
         sys.stderr.write("rlhfkit: aborted\n")
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if "LOCAL_RANK" in os.environ:
+        leave_launched_process(code)
+    sys.exit(code)
+
+
+def leave_launched_process(code: int) -> None:
+    """A launched process whose work is done and written leaves without the interpreter's teardown:
+    there a gloo worker thread still alive in a static destructor aborts the process now and then
+    ("terminate called without an active exception", SIGABRT), and the launcher then fails the whole
+    run after it finished. Outputs are already in place (atomic writes) and rlhfkit registers no
+    exit handlers; the streams are flushed first."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def thread_defaults() -> None:

@@ -28,6 +28,7 @@ def judge(
     cache: str = typer.Option(DEFAULT_CACHE, "--cache", metavar="FILE", help="SQLite cache of answers ('none' to disable)."),
     reward: Optional[str] = typer.Option(None, "--reward", metavar="DIR|FN", help="Reward-model or ensemble directory (reward-model judge)."),
     chat_template: str = typer.Option("auto", "--chat-template", metavar="auto|on|off", help="Reward judge: auto, on or off."),
+    pairwise: bool = typer.Option(False, "--pairwise", help="Reward judge over two files A and B: a verdict per pair (the higher reward wins, equal rewards tie), in the LLM judge's records, so `metrics winrate` reads either."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="Texts (or prompts) per forward pass; memory grows with it."),
     dtype: str = DTYPE,
     out: Optional[str] = OUT,
@@ -41,7 +42,8 @@ def judge(
     make a tie. Writes one record per pair: verdict (A, B, tie, or null with `error`), both raw
     answers, orders_agree. Unmatched records go to --rejects and are counted.
     Reward judge (--reward): scores every generation, writes records with `reward` and `source`,
-    and prints each file's mean and spread.
+    and prints each file's mean and spread; with --pairwise it joins A and B as the LLM judge does
+    and writes a verdict per pair instead.
     """
     from ..io import UsageError, read_records, summary, write_records
     from ..progress import task_progress
@@ -57,6 +59,8 @@ def judge(
         raise UsageError(f"--cache {cache}: is a directory, expected an SQLite file (or 'none')")
     if template is not None and not os.path.isfile(template):
         raise UsageError(f"--template {template}: no such file")
+    if pairwise and (reward is None or len(files) != 2):
+        raise UsageError("--pairwise compares two files A and B with --reward")
     if reward is not None:
         from ..judge.reward import judge_with_reward, use_chat_template
         from ..scoring import load_scorer
@@ -66,8 +70,29 @@ def judge(
         if chat_template not in ("auto", "on", "off"):
             raise UsageError("--chat-template must be auto, on or off")
         chat = use_chat_template(scorer, chat_template)
+        unmatched = []
+        if pairwise:  # score only the matched generations, in pair order
+            from ..judge.join import join
+
+            if files[0] == files[1]:
+                raise UsageError("--pairwise compares two different files")
+            pairs, unmatched = join(loaded[files[0]], loaded[files[1]])
+            loaded = {files[0]: [x for x, _ in pairs], files[1]: [y for _, y in pairs]}
         with task_progress("judge", sum(len(v) for v in loaded.values())) as advance:
             records, stats = judge_with_reward(scorer, loaded, chat, batch_size, advance)
+        if pairwise:
+            from ..judge.reward import pairwise_verdicts
+
+            verdicts = pairwise_verdicts(records, files[0], files[1], reward)
+            write_records(out, verdicts)
+            if rejects:
+                write_records(rejects, (e.output() for e in unmatched))
+            counts = {v: sum(r["verdict"] == v for r in verdicts) for v in ("A", "B", "tie")}
+            err_console.print(f"judged {len(verdicts)} pairs by reward ({counts['A']} A, {counts['B']} B, "
+                              f"{counts['tie']} tie), {len(unmatched)} unmatched records")
+            summary(stage="judge", mode="reward-pairwise", reward=reward, chat_template=chat, pairs=len(verdicts),
+                    unmatched=len(unmatched), verdicts=counts)
+            return
         write_records(out, records)
         from rich.table import Table
 

@@ -51,3 +51,18 @@ def judge_with_reward(scorer, files: dict[str, Sequence[Example]], chat: bool, b
             records.append(e.output(reward=v, source=name, **extra))
         stats[name] = describe(values)
     return records, stats
+
+
+def pairwise_verdicts(records: Sequence[dict], file_a: str, file_b: str, reward: str) -> list[dict]:
+    """A reward model as a pairwise judge: scored records of A then B (matched pairs, in order) become
+    one verdict each, the higher reward winning and equal rewards tying, in the LLM judge's record
+    shape so that `metrics winrate` reads either judge's output."""
+    a = [r for r in records if r["source"] == file_a]
+    b = [r for r in records if r["source"] == file_b]
+    out = []
+    for x, y in zip(a, b, strict=True):
+        verdict = "A" if x["reward"] > y["reward"] else "B" if y["reward"] > x["reward"] else "tie"
+        out.append({"id": x.get("id"), "prompt": x.get("prompt"), "response_a": x.get("response"),
+                    "response_b": y.get("response"), "source_a": file_a, "source_b": file_b, "judge_reward": reward,
+                    "reward_a": x["reward"], "reward_b": y["reward"], "verdict": verdict})
+    return out

@@ -418,6 +418,10 @@ def train_ppo(cfg: PPOConfig, prompts: Sequence[Any], progress: bool = True) -> 
     trainer.accelerator.wait_for_everyone()
     start = trainer.load_checkpoint(identity) if cfg.resume else 0
     log_path, samples_path = out / "log.jsonl", out / "samples.jsonl"
+    if main and start:
+        from ..progress import note
+
+        note(f"ppo: resumed at step {start} from {out / 'checkpoints'}")
     if main:
         if not cfg.resume and (out / "checkpoints").exists():  # a new run replaces the old run's checkpoints
             shutil.rmtree(out / "checkpoints")
