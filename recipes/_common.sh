@@ -98,10 +98,19 @@ may_shard() {
     *) return 0 ;;
   esac
 }
-# `critic_flag`: the paper's separate critic, except where LAUNCH may shard: DeepSpeed wraps one model
-# per engine and accelerate's FSDP2 prepares one, so ppo refuses a separate critic there; the value
-# head on the policy (--critic shared) takes its place, and the plan says so.
+# `critic_flag [TRAINING FLAGS]`: the paper's separate critic, except where LAUNCH may shard (DeepSpeed
+# wraps one model per engine and accelerate's FSDP2 prepares one, so ppo refuses a separate critic
+# there) and with --lora among the flags given (the adapters and the value head train on the one policy):
+# there the value head on the policy (--critic shared) takes its place, and the plan says so.
 critic_flag() {
+  local a
+  for a in "$@"; do
+    if [ "$a" = --lora ]; then
+      note "--lora: --critic shared (ppo trains the adapters and a value head on the one policy)"
+      echo "--critic shared"
+      return
+    fi
+  done
   if may_shard; then
     note "LAUNCH may shard: --critic shared (a separate critic is refused under DeepSpeed and FSDP2)"
     echo "--critic shared"

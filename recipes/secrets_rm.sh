@@ -50,7 +50,7 @@ case $TRAIN_MODE in
   *) echo "TRAIN_MODE must be lora or full" >&2; exit 2 ;;
 esac
 RM_FLAGS=${RM_FLAGS:---lr $(at_scale 5e-6 1e-3) --batch-size 8 --grad-accum $(at_scale 4 1) --max-length $(at_scale 1024 256) --epochs 1 --save-steps $(at_scale 500 4) $MODE_FLAGS}
-PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr $(at_scale 5e-7 1e-4) $(critic_flag) --critic-lr $(at_scale 1.5e-6 1e-4) $(ppo_batches $(at_scale 32 4) $(at_scale 8 2)) --temperature 0.8 --top-p 0.9 --max-new-tokens $TOKENS --save-steps $(at_scale 50 1) $MODE_FLAGS}
+PPO_FLAGS=${PPO_FLAGS:---regularizer none --lr $(at_scale 5e-7 1e-4) $(critic_flag $MODE_FLAGS) --critic-lr $(at_scale 1.5e-6 1e-4) $(ppo_batches $(at_scale 32 4) $(at_scale 8 2)) --temperature 0.8 --top-p 0.9 --max-new-tokens $TOKENS --save-steps $(at_scale 50 1) $MODE_FLAGS}
 PPO_STEPS=${PPO_STEPS:-$(at_scale 400 2)}
 # MetaRM trains on one batch per step (no --grad-accum): the same 32 pairs per update in one batch
 META_RM_FLAGS=${META_RM_FLAGS:---lr $(at_scale 5e-6 1e-3) --batch-size $(at_scale 32 8) --max-length $(at_scale 1024 256) --epochs 1 --save-steps $(at_scale 500 4) $MODE_FLAGS}

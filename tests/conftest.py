@@ -23,7 +23,7 @@ def cli(*args, input=None):
     return CliRunner().invoke(app, [str(a) for a in args], input=input, catch_exceptions=False)
 
 
-def cli_proc(*args, input=None, env=None, timeout=600):
+def cli_proc(*args, input=None, env=None, timeout=1800):
     """Run `python -m rlhfkit` in a subprocess (real stdin/stdout, signals, exit codes)."""
     full_env = dict(os.environ, **(env or {}))
     return subprocess.run(

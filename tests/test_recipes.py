@@ -120,6 +120,8 @@ def test_every_training_stage_runs_under_launch_with_flags_its_config_takes(tmp_
         if "rlhfkit" not in words:
             continue
         stage = words[words.index("rlhfkit") + 1]
+        if stage == "ppo" and "--lora" in words:  # ppo refuses --lora with a separate critic
+            assert _flag(words, "--critic", "shared") == "shared", " ".join(words)
         if stage in ("train-rm", "ppo"):
             assert words[:2] == ["accelerate", "launch"], " ".join(words)
             if launcher != "ddp":  # a flag the sharded configs refuse
@@ -129,6 +131,19 @@ def test_every_training_stage_runs_under_launch_with_flags_its_config_takes(tmp_
                 assert int(_flag(words, "--mini-batch-size", "8")) % 8 == 0, " ".join(words)
     if any("ppo" in w for w in commands):
         assert any(line.startswith("# SFT policy:") or line.startswith("# policy:") for line in lines), name
+
+
+@pytest.mark.parametrize("launch", ["", "accelerate launch --config_file recipes/accelerate/ddp.yaml --num_processes 8 -m"])
+def test_no_lora_ppo_stage_asks_for_a_separate_critic(tmp_path, launch):
+    """secrets_rm.sh's preset (TRAIN_MODE=lora) asked ppo for --lora with --critic separate, which ppo
+    refuses: the paper-scale run would have stopped at its first PPO stage, after its ten reward models.
+    Found by running the recipe at SCALE=tiny (tests/test_paper_recipes.py)."""
+    for name in [n for n in PAPER_RECIPES if n != "demo.sh"]:
+        for env in ({}, {"SIZE": "7b"} if name == "pm_rlhf.sh" else {}):
+            for line in _launched_plan(name, tmp_path, launch, **env):
+                words = line[2:].split()
+                if line.startswith("+ ") and "ppo" in words and "--lora" in words:
+                    assert _flag(words, "--critic", "shared") == "shared", line
 
 
 def test_recipes_keep_checkpoints_under_every_launcher(tmp_path):

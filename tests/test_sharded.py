@@ -40,7 +40,7 @@ def run(config, args, cwd, expect=0):
                str(ROOT / "recipes" / "accelerate" / f"{config}.yaml"), "--num_processes", "2",
                "--main_process_port", free_port(), str(SHIM), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", DS_ACCELERATOR="cpu")
-    p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
+    p = subprocess.run([str(a) for a in cmd], capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
     assert (p.returncode == 0) == (expect == 0), p.stderr[-4000:]
     return p
 
