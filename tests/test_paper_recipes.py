@@ -3,6 +3,9 @@ records of ../shared/data, ending with the paper's table in summary.json; the ti
 with other values; a recipe stopped in a middle stage finishes when run again, without redoing the
 stages that had finished.
 
+`make test` runs the plan tests and the stop-and-resume run; the nine whole runs (marker `recipe_run`,
+about 12 minutes on 2 cores) run in `make test-recipes`, which CI runs after `make test`.
+
 The runs check plumbing, not the papers' findings: tiny random models on 64 pairs say nothing about
 them (the summary says so). What they catch is a stage that no longer runs, a file one stage hands
 the next under another name, a flag a stage no longer takes, and a report that cannot read its run.
@@ -127,24 +130,24 @@ def _job(name, launch=None, port=0):
     return RECIPES / name, _env(**extra), GUARD
 
 
-# Every paper recipe with no LAUNCH, then the set under a two-process LAUNCH (metarm_rounds.sh runs
-# inside secrets_rm.sh under it; pm_rlhf.sh under FSDP2): the background lane (conftest.py) runs them
-# in this order.
+# Every paper recipe with no LAUNCH, and the set under a two-process LAUNCH (metarm_rounds.sh runs
+# inside secrets_rm.sh under it; pm_rlhf.sh under FSDP2): the background lanes (conftest.py) take them
+# in this order, the longest first. `make test-recipes` runs them (CI too, after `make test`).
 RECIPE_JOBS = {} if not SHARED_DATA.is_dir() else {
+    "launch-secrets_rm": _job("secrets_rm.sh", "torchrun", 29734),
+    "plain-secrets_rm": _job("secrets_rm.sh"),
+    "launch-uncertainty_rlhf": _job("uncertainty_rlhf.sh", "torchrun", 29732),
+    "plain-uncertainty_rlhf": _job("uncertainty_rlhf.sh"),
+    "launch-reward_collapse": _job("reward_collapse.sh", "torchrun", 29731),
     "plain-reward_collapse": _job("reward_collapse.sh"),
+    "launch-pm_rlhf": _job("pm_rlhf.sh", "fsdp", 29733),
     "plain-pm_rlhf": _job("pm_rlhf.sh"),
     "plain-metarm_rounds": _job("metarm_rounds.sh"),
-    "plain-uncertainty_rlhf": _job("uncertainty_rlhf.sh"),
-    "plain-secrets_rm": _job("secrets_rm.sh"),
-    "launch-reward_collapse": _job("reward_collapse.sh", "torchrun", 29731),
-    "launch-uncertainty_rlhf": _job("uncertainty_rlhf.sh", "torchrun", 29732),
-    "launch-pm_rlhf": _job("pm_rlhf.sh", "fsdp", 29733),
-    "launch-secrets_rm": _job("secrets_rm.sh", "torchrun", 29734),
 }
 
 
-def finished_run(lane, key):
-    proc, out, seconds = lane.wait(key, GUARD * len(RECIPE_JOBS))
+def finished_run(lanes, key):
+    proc, out, seconds = lanes.wait(key, GUARD * len(RECIPE_JOBS))
     assert proc is not None, f"{key}: stopped after {seconds:.0f} s (guard {GUARD} s)"
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc, out
@@ -200,8 +203,8 @@ def lane_params(prefix, names):
 @needs_data
 @pytest.mark.slow
 @pytest.mark.parametrize("name", lane_params("plain", sorted(PAPERS)))
-def test_paper_recipe_runs_at_tiny_scale(tmp_path, name, recipe_lane):
-    proc, out = finished_run(recipe_lane, f"plain-{Path(name).stem}")
+def test_paper_recipe_runs_at_tiny_scale(tmp_path, name, recipe_lanes):
+    proc, out = finished_run(recipe_lanes, f"plain-{Path(name).stem}")
     check_paper(name, out, check_run(name, out, tmp_path))
 
 
@@ -209,9 +212,9 @@ def test_paper_recipe_runs_at_tiny_scale(tmp_path, name, recipe_lane):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", lane_params("launch", ["reward_collapse.sh", "uncertainty_rlhf.sh", "pm_rlhf.sh",
                                                        "secrets_rm.sh"]))
-def test_paper_recipe_runs_under_a_two_process_launch(tmp_path, name, recipe_lane):
+def test_paper_recipe_runs_under_a_two_process_launch(tmp_path, name, recipe_lanes):
     key = f"launch-{Path(name).stem}"
-    proc, out = finished_run(recipe_lane, key)
+    proc, out = finished_run(recipe_lanes, key)
     launch = RECIPE_JOBS[key][1]["LAUNCH"]
     summary = check_run(name, out, tmp_path, LAUNCH=launch)
     check_paper(name, out, summary)
