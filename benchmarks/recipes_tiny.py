@@ -38,12 +38,13 @@ def run(script: str, out: Path, launch: str | None) -> dict:
         sys.stderr.write(p.stderr[-3000:])
         raise SystemExit(f"{script} failed with status {p.returncode}")
     lines = p.stderr.splitlines()
-    stages = []
-    for k, line in enumerate(lines):
+    stages, open_stages = [], []  # a nested recipe's stages finish inside the stage that runs it
+    for line in lines:
         m = re.match(r"# done in (\d+) s", line)
-        if m:
-            command = next(x for x in reversed(lines[:k]) if x.startswith("+ "))
-            stages.append((int(m.group(1)), " ".join(command[2:].split()[:3])))
+        if line.startswith("+ ") and not line.endswith("skipped"):
+            open_stages.append(" ".join(line[2:].split()[:3]))
+        elif m and open_stages:
+            stages.append((int(m.group(1)), open_stages.pop()))
     result = {"seconds": round(seconds, 1), "stages": len(stages),
               "slowest_stages": [{"seconds": s, "stage": c} for s, c in sorted(stages, reverse=True)[:5]]}
     summary = out / "summary.json"

@@ -2,7 +2,7 @@
 # The CPU demo on the embedded synthetic data; `make demo` runs it inside .venv.
 # synth -> strength | clean --flip -> train-rm -> metrics accuracy -> sft (the synth world's small policy)
 # -> ppo -> generate -> judge (reward model) -> metrics generation
-# Under 5 minutes on 2 quiet CPU cores (README: the measured time). The PPO stage trains the synth
+# 161 s on 2 quiet CPU cores (python benchmarks/recipes_tiny.py --only demo). The PPO stage trains the synth
 # world's policy (GPT-2 shapes, 2 layers, 64 wide, one token per word), made here by a short SFT on
 # synth's reviews; `make demo-smollm2` (POLICY=smollm2-135m) runs PPO on SmolLM2-135M instead, a
 # real instruction-tuned model, in about 15 minutes more.
