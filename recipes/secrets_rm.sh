@@ -23,7 +23,7 @@
 # members are loaded one at a time to score, in the compute dtype.
 #   bash recipes/secrets_rm.sh                 DRY_RUN=1 bash recipes/secrets_rm.sh
 # SCALE=tiny: the same stages, flags and files on tiny offline models (tiny-gpt, tiny-bert) and a few
-# records of ../shared/data, with small counts (about 4 minutes on 2 CPU cores; CI runs it). The last stage,
+# records of ../shared/data, with small counts (about 6 minutes on 2 CPU cores; CI runs it). The last stage,
 # `rlhfkit report`, writes OUT/summary.json and prints the paper's headline table beside the paper's
 # numbers. Run again with the same OUT, the recipe skips the stages that finished (recipes/_common.sh).
 #   SCALE=tiny bash recipes/secrets_rm.sh
