@@ -323,7 +323,7 @@ def test_lr_schedule_matches_the_closed_form_and_transformers(name):
 
 
 def test_an_unknown_scheduler_is_refused_before_loading(tmp_path):
-    from rlhfkit.rewards.train import lr_factor
-
-    with pytest.raises(Exception, match="--scheduler must be one of"):
-        lr_factor("polynomial", 0, 10)
+    """Refused by name before any model loads: a model that does not exist is never reached."""
+    data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(4, 0.0, seed=0))
+    r = cli("train-rm", data, "--model", tmp_path / "no-such-model", "--scheduler", "polynomial", "--out", tmp_path / "rm")
+    assert r.exit_code == 2 and "--scheduler must be one of" in r.stderr and "no-such-model" not in r.stderr

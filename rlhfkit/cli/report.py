@@ -46,11 +46,5 @@ def report(
     console = err_console if err_console.is_terminal else Console(stderr=True, width=140)  # a log keeps whole rows
     console.print(table)
     console.print(f"same direction as the paper: {summary['same_direction']} checked rows. {summary['note']}")
-    text = json.dumps(summary, ensure_ascii=False, indent=1) + "\n"
-    if out:
-        with atomic_output(out, "w") as fh:
-            fh.write(text)
-    else:
-        import sys
-
-        sys.stdout.write(text)
+    with atomic_output(out, "w") as fh:  # stdout when no --out
+        fh.write(json.dumps(summary, ensure_ascii=False, indent=1) + "\n")
