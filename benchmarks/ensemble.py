@@ -24,8 +24,8 @@ def main() -> None:
     args = p.parse_args()
 
     from rlhfkit import synth
-    from rlhfkit.ensemble import Backbone, HeadTraining, save_ensemble, train_heads
-    from rlhfkit.scoring import EnsembleScorer
+    from rlhfkit.cleaning.ensemble import Backbone, HeadTraining, save_ensemble, train_heads
+    from rlhfkit.cleaning.scoring import EnsembleScorer
     from rlhfkit.records import parse_record
 
     examples = [parse_record(r) for r in synth.pairs(args.n, 0.2, seed=0)]

@@ -37,7 +37,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmle
 def auroc_for_random_flips(versus_human: list[float]) -> float:
     """P(o_a + o_b > 0) over pairs of pairs: the AUROC of −mean that members with these margins (against
     the human labels) give for flips drawn at random, whichever pairs are drawn."""
-    from rlhfkit.strength import auroc
+    from rlhfkit.cleaning.strength import auroc
 
     return round(auroc(versus_human + [-o for o in versus_human], [True] * len(versus_human) + [False] * len(versus_human)), 4)
 

@@ -26,8 +26,8 @@ import argparse
 
 import torch
 
-from rlhfkit.clean import CONFIDENCE
-from rlhfkit.noise import calibration, noise_rate, p_wrong, why_undecidable
+from rlhfkit.cleaning.clean import CONFIDENCE
+from rlhfkit.cleaning.noise import calibration, noise_rate, p_wrong, why_undecidable
 
 SHAPES = {
     "sure": lambda c: torch.sigmoid(3 * c),

@@ -44,7 +44,7 @@ def main() -> None:
     args = p.parse_args()
 
     from rlhfkit.models import load_model, load_tokenizer
-    from rlhfkit.scoring import RewardModelScorer
+    from rlhfkit.cleaning.scoring import RewardModelScorer
 
     directory = tempfile.mkdtemp()
     load_model(args.model, "reward").save_pretrained(directory)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from _run import read_jsonl, rlhfkit
 
-from rlhfkit.strength import auroc
+from rlhfkit.cleaning.strength import auroc
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:

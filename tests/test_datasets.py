@@ -389,7 +389,7 @@ def test_a_swapped_pair_missing_its_rejected_response_names_rejected(tmp_path):
 
 
 def test_clean_flip_negates_the_margin_as_the_swap_does():
-    from rlhfkit.clean import FLIP, Rules, apply
+    from rlhfkit.cleaning.clean import FLIP, Rules, apply
     from rlhfkit.records import reoriented
 
     record = {"prompt": "q", "chosen": "a", "rejected": "b", "margin": 2.0, "strength_mean": -1.0}

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from rlhfkit import clean, synth
+from rlhfkit import synth
+from rlhfkit.cleaning import clean
 from rlhfkit.rewards import losses
 
 from conftest import cli, last_json_line, read_jsonl, write_jsonl
@@ -194,7 +195,7 @@ def test_score_uses_the_max_length_the_model_was_trained_with(tmp_path):
 
 def test_ensemble_and_ppo_rewards_use_the_saved_max_length(tmp_path):
     from rlhfkit.ppo.rewards import load_reward
-    from rlhfkit.scoring import load_scorer
+    from rlhfkit.cleaning.scoring import load_scorer
 
     data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(16, 0.0, seed=0))
     assert cli("ensemble", data, "--model", "tiny-gpt", "--heads", 2, "--max-length", 20, "--out", tmp_path / "ens").exit_code == 0
@@ -211,8 +212,8 @@ def test_ensemble_and_ppo_rewards_use_the_saved_max_length(tmp_path):
 # ---------------------------------------------------------------- 7. --from-rm heads read the RM head's own input
 
 def test_from_rm_features_are_what_the_reward_head_reads(tmp_path):
-    from rlhfkit.ensemble import Backbone
-    from rlhfkit.scoring import load_scorer
+    from rlhfkit.cleaning.ensemble import Backbone
+    from rlhfkit.cleaning.scoring import load_scorer
 
     data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(24, 0.0, seed=0))
     for name in ("tiny-bert", "tiny-gpt"):

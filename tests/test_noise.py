@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhfkit import clean, crossfit, synth
-from rlhfkit.noise import (accuracy_needed, calibration, confident_half_fall, isotonic, noise_rate, p_wrong,
+from rlhfkit import synth
+from rlhfkit.cleaning import clean, crossfit
+from rlhfkit.cleaning.noise import (accuracy_needed, calibration, confident_half_fall, isotonic, noise_rate, p_wrong,
                            why_undecidable)
 
 from conftest import cli, last_json_line, read_jsonl, write_jsonl
@@ -155,9 +156,9 @@ def test_sure_members_on_gold_labels_are_not_refused(seed):
 
 
 def test_strength_says_when_clean_will_refuse_its_margins(tmp_path, monkeypatch):
-    import rlhfkit.noise
+    import rlhfkit.cleaning.noise
 
-    monkeypatch.setattr(rlhfkit.noise, "why_undecidable", lambda *args, **kwargs: "members too weak (test)")
+    monkeypatch.setattr(rlhfkit.cleaning.noise, "why_undecidable", lambda *args, **kwargs: "members too weak (test)")
     data = write_jsonl(tmp_path / "d.jsonl", synth.pairs(24, 0.25, seed=0))
     r = cli("strength", data, "--model", "tiny-bert", "--folds", 3)
     assert r.exit_code == 0, r.stderr
@@ -211,7 +212,7 @@ def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch
     """Neither a fold model nor any of its spread heads has seen a pair it scores: the heads are
     fitted on features of the fold's training pairs only (each pair's number is planted in its
     features, so the heads' training data can be read back)."""
-    from rlhfkit import ensemble
+    from rlhfkit.cleaning import ensemble
     from rlhfkit.rewards import train
 
     examples = [crossfit_example(i) for i in range(23)]
@@ -533,7 +534,7 @@ def test_strength_plot_says_so_when_every_std_is_zero(monkeypatch):
     """One margin per pair (a single member) has no spread: the std panels say so instead of an
     empty histogram and a flat line; with a spread they draw it and say nothing."""
     from rlhfkit import plots
-    from rlhfkit.strength import decile_curve
+    from rlhfkit.cleaning.strength import decile_curve
 
     figures = []
     monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))

@@ -5,11 +5,12 @@ import importlib.util
 import pytest
 import torch
 
-from rlhfkit import clean, synth
-from rlhfkit.ensemble import Backbone, HeadTraining, build_ensemble, train_heads
-from rlhfkit.scoring import EnsembleScorer
+from rlhfkit import synth
+from rlhfkit.cleaning import clean
+from rlhfkit.cleaning.ensemble import Backbone, HeadTraining, build_ensemble, train_heads
+from rlhfkit.cleaning.scoring import EnsembleScorer
 from rlhfkit.records import parse_record
-from rlhfkit.strength import auroc, decile_curve, strength
+from rlhfkit.cleaning.strength import auroc, decile_curve, strength
 
 from conftest import cli, cli_proc, last_json_line, read_jsonl, write_jsonl
 

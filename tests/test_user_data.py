@@ -287,7 +287,7 @@ def test_ppo_pm_neither_builds_nor_runs_a_reference(tmp_path, monkeypatch):
 def test_strength_with_member_models_loads_one_member_at_a_time(tmp_path, monkeypatch):
     import weakref
 
-    from rlhfkit import scoring
+    from rlhfkit.cleaning import scoring
 
     rows = [dict(r, id=f"p{i}") for i, r in enumerate(synth.pairs(6, 0.0, seed=0))]
     data = write_jsonl(tmp_path / "d.jsonl", rows)

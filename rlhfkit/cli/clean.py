@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from ..clean import CONFIDENCE
+from ..cleaning.clean import CONFIDENCE
 
 from .common import FIELDS, ON_ERROR, OUT, below_half, err_console, handle_errors, open_unit
 
@@ -40,7 +40,7 @@ def clean(
     The default rule (--flip alone) flips only confident errors: from all pairs' strength means,
     rlhfkit estimates the noise rate (the share of disagreeing labels among the most confident
     half) and a calibrated P(label wrong) per pair (noise-corrected isotonic fit; see
-    rlhfkit/noise.py), then flips the pairs with P >= --confidence whose members all disagree with
+    rlhfkit/cleaning/noise.py), then flips the pairs with P >= --confidence whose members all disagree with
     the label. Where the margins cannot back such a decision (an estimate of 30% or more, or
     members not sure of their most confident half) it flips nothing and says why; --noise-rate
     gives a known rate instead. Each pair gets `clean_action` (keep, flip, smooth or drop; drop > flip > smooth >
@@ -48,12 +48,12 @@ def clean(
     the swap is the correction). Dropped pairs go to --rejects, with bad lines when --on-error
     skip. The estimated noise rate, the rule and counts per action are printed on stderr.
     """
-    from ..clean import DROP, Rules, apply, decide, flip_quality, without_p_wrong
+    from ..cleaning.clean import DROP, Rules, apply, decide, flip_quality, without_p_wrong
     from ..io import (InputError, RecordReader, UsageError, atomic_output, check_distinct_outputs, check_file_output,
                       field_map, rereadable, source_name, summary)
     import torch
 
-    from ..noise import read_margins
+    from ..cleaning.noise import read_margins
 
     flip = flip or flip_below is not None or flip_fraction is not None  # asking how much to flip asks to flip
     rules = Rules(flip=flip, flip_below=flip_below, flip_fraction=flip_fraction, confidence=confidence,

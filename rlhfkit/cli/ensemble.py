@@ -37,7 +37,7 @@ def ensemble(
     order. With --members, combine independently trained reward models (Secrets II) instead.
     Score with `rlhfkit score DATA --reward DIR` (adds rewards, reward_mean, reward_std).
     """
-    from ..ensemble import HeadTraining, build_ensemble, save_members
+    from ..cleaning.ensemble import HeadTraining, build_ensemble, save_members
     from ..io import UsageError, read_records, summary
 
     from ..io import check_dir_output, check_file_output, field_map

@@ -63,7 +63,7 @@ def judge(
         raise UsageError("--pairwise compares two files A and B with --reward")
     if reward is not None:
         from ..judge.reward import judge_with_reward, use_chat_template
-        from ..scoring import load_scorer
+        from ..cleaning.scoring import load_scorer
 
         loaded = {f: read_records(f, ("generation",), fields=field_map(fields))[0] for f in files}
         scorer = load_scorer(reward, dtype=dtype)

@@ -132,8 +132,8 @@ def accuracy_cmd(
     from ..io import UsageError, read_records
     from ..metrics.core import accuracy_by_subset
     from ..progress import task_progress
-    from ..scoring import load_scorer
-    from ..strength import pair_margins
+    from ..cleaning.scoring import load_scorer
+    from ..cleaning.strength import pair_margins
 
     sections = {}
     for spec in section or []:
@@ -175,7 +175,7 @@ def reward_dist_cmd(
 
     from ..io import UsageError, read_records
     from ..metrics.core import ks_statistic, mean_by_rank, wasserstein_1d
-    from ..scoring import load_scorer
+    from ..cleaning.scoring import load_scorer
 
     from ..io import check_file_output
 

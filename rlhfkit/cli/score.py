@@ -29,7 +29,7 @@ def score(
     `reward_std` (pairs: the same names suffixed _chosen/_rejected).
     """
     from ..io import read_records, summary, write_records
-    from ..scoring import load_scorer, score_examples
+    from ..cleaning.scoring import load_scorer, score_examples
 
     from ..io import check_distinct_outputs, check_file_output, field_map
 

@@ -57,10 +57,10 @@ def strength(
     """
     from ..io import (UsageError, check_dir_output, check_distinct_outputs, check_file_output, field_map, read_records,
                       summary, write_records)
-    from ..noise import calibration, read_margins
+    from ..cleaning.noise import calibration, read_margins
     from ..progress import task_progress
-    from ..strength import auroc, decile_curve, describe, pair_margins
-    from ..strength import strength as strength_of
+    from ..cleaning.strength import auroc, decile_curve, describe, pair_margins
+    from ..cleaning.strength import strength as strength_of
 
     check_file_output(out)
     check_file_output(rejects, "--rejects")
@@ -82,7 +82,7 @@ def strength(
     info: dict = {}
     fold_model_margins = None  # cross-fitting: the fold models' own margins, for the summary's comparison
     if ensemble is not None:
-        from ..scoring import load_scorer
+        from ..cleaning.scoring import load_scorer
 
         scorer = load_scorer(ensemble, max_length=max_length, dtype=dtype, one_at_a_time=True)
         with task_progress("strength", 2 * len(examples)) as advance:
@@ -91,7 +91,7 @@ def strength(
     elif in_sample:
         from contextlib import nullcontext
 
-        from ..ensemble import HeadTraining, build_ensemble
+        from ..cleaning.ensemble import HeadTraining, build_ensemble
         from ..io import scratch_dir
 
         with nullcontext(save_ensemble) if save_ensemble else scratch_dir("ensemble") as directory:
@@ -100,7 +100,7 @@ def strength(
         margins = rewards[: len(examples)] - rewards[len(examples):]
         info.update(construction="in-sample heads", members=heads, ensemble=save_ensemble)
     else:
-        from ..crossfit import CrossFit, FoldStore, cross_fit
+        from ..cleaning.crossfit import CrossFit, FoldStore, cross_fit
 
         cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
                        batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads, head_epochs=epochs,

@@ -26,7 +26,7 @@ class RewardSource:
 class ModelReward(RewardSource):
     def __init__(self, directory: str, head: int | None = None, max_length: int | None = None, normalize: bool = False,
                  dtype=None, device=None):
-        from ..scoring import load_scorer
+        from ..cleaning.scoring import load_scorer
 
         self.scorer = load_scorer(directory, max_length=max_length, dtype=dtype,
                                   device=str(device) if device is not None else None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .records import swapped_sides
+from ..records import swapped_sides
 
 
 KEEP, FLIP, SMOOTH, DROP = "keep", "flip", "smooth", "drop"

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 import torch
 
 from .ensemble import Backbone, Heads
-from .models import META_FILE, ModelError, check_reward_dir, load_model, load_tokenizer, read_meta
-from .rewards.model import RewardModel, encode, render, score_sequences
+from ..models import META_FILE, ModelError, check_reward_dir, load_model, load_tokenizer, read_meta
+from ..rewards.model import RewardModel, encode, render, score_sequences
 
 
 class RewardModelScorer:
@@ -91,7 +91,7 @@ class EnsembleScorer:
 def load_scorer(spec: str, **kwargs: Any):
     """A reward model or ensemble directory → a scorer (``dtype``: a torch dtype or a --dtype name)."""
     if isinstance(kwargs.get("dtype"), str):
-        from .models import resolve_dtype
+        from ..models import resolve_dtype
 
         kwargs["dtype"] = resolve_dtype(kwargs["dtype"], kwargs.get("device"))
     one_at_a_time = kwargs.pop("one_at_a_time", False)  # ensembles of members: see EnsembleScorer
@@ -118,7 +118,7 @@ def _fields(rewards: torch.Tensor, suffix: str = "") -> dict:
 
 def score_examples(scorer, examples: Sequence, batch_size: int = 32) -> list[dict]:
     """Score every response of every record in one batched pass; return the output records."""
-    from .progress import task_progress
+    from ..progress import task_progress
 
     prompts, responses, owners = [], [], []
     for k, ex in enumerate(examples):

@@ -35,9 +35,9 @@ from typing import Sequence
 
 import torch
 
-from .io import UsageError, write_json_atomic
+from ..io import UsageError, write_json_atomic
 from .noise import p_wrong
-from .records import Example
+from ..records import Example
 
 
 @dataclass
@@ -79,8 +79,8 @@ def rewards_and_features(fitted, examples: Sequence[Example], max_length: int,
                          batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """The trained reward model's rewards (2N, chosen first) and the features its head reads
     (2N x hidden) for every text of ``examples``, in one inference pass."""
-    from .rewards.model import encode, render
-    from .rewards.model import rewards_and_features as of_sequences
+    from ..rewards.model import encode, render
+    from ..rewards.model import rewards_and_features as of_sequences
 
     tok = fitted.tokenizer
     texts = [render(tok, e.prompt, e.chosen) for e in examples] + [render(tok, e.prompt, e.rejected) for e in examples]
@@ -113,8 +113,8 @@ class FoldStore:
     starts over, replacing them."""
 
     def __init__(self, directory: str, examples: Sequence[Example], cfg: CrossFit, resume: bool = False):
-        from .checkpoint import check_identity
-        from .rewards.data import fingerprint
+        from ..checkpoint import check_identity
+        from ..rewards.data import fingerprint
 
         self.dir = Path(directory)
         self.identity = {**dataclasses.asdict(cfg), "data_fingerprint": fingerprint(examples)}
@@ -150,7 +150,7 @@ def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
     every round, and timing/info (``seconds_spread``: the part spent on the spread heads' features
     and fitting; ``fold_model_margins``: N x rounds margins of the fold models' own heads). With
     ``store``, folds it holds are read instead of trained, and each fold trained is saved."""
-    from .rewards.train import TrainConfig, fit_reward_model
+    from ..rewards.train import TrainConfig, fit_reward_model
 
     if cfg.folds < 2:
         raise ValueError("cross-fitting needs at least 2 folds")

@@ -19,12 +19,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from . import __version__
-from .io import UsageError
-from .models import check_reward_dir, is_encoder, load_model, load_tokenizer, write_meta
-from .records import Example
-from .rewards.losses import pair_loss
-from .rewards.model import capture_head_input, encode, head_linear, last_token_index, length_sorted_batches, render
+from .. import __version__
+from ..io import UsageError
+from ..models import check_reward_dir, is_encoder, load_model, load_tokenizer, write_meta
+from ..records import Example
+from ..rewards.losses import pair_loss
+from ..rewards.model import capture_head_input, encode, head_linear, last_token_index, length_sorted_batches, render
 
 POOLINGS = ("mean", "cls", "last", "head")
 
@@ -217,8 +217,8 @@ def build_ensemble(examples: Sequence[Example], out: str, model: str = "minilm",
     Returns a summary and the 2N x K rewards of the training texts (chosen first, then rejected),
     so a caller that scores the same data needs no second backbone pass.
     """
-    from .progress import task_progress
-    from .rewards.data import fingerprint
+    from ..progress import task_progress
+    from ..rewards.data import fingerprint
 
     cfg = cfg or HeadTraining()
     if cfg.heads < 1:
