@@ -212,7 +212,6 @@ def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch
     """Neither a fold model nor any of its spread heads has seen a pair it scores: the heads are
     fitted on features of the fold's training pairs only (each pair's number is planted in its
     features, so the heads' training data can be read back)."""
-    from rlhfkit.cleaning import ensemble
     from rlhfkit.rewards import train
 
     examples = [crossfit_example(i) for i in range(23)]
@@ -231,16 +230,17 @@ def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch
         side = torch.cat([torch.ones(len(exs)), -torch.ones(len(exs))])
         return torch.cat([number, torch.zeros(len(exs))]), torch.stack([torch.cat([number, number]), side], 1)
 
-    real_train_heads = ensemble.train_heads
+    real_refit = crossfit.refit_heads
 
-    def spy_train_heads(fc, fr, cfg, margin=None, label=None, log=None):
-        assert cfg.bootstrap and cfg.heads == 3
-        heads_fitted_on.append({f"p{int(x)}" for x in fc[:, 0].tolist()})
-        return real_train_heads(fc, fr, cfg, margin, label, log)
+    def spy_refit(chosen, rejected, start, counts, l2, margin=None, label=None, **kw):
+        assert counts.shape[0] == 3 and (counts.sum(1) == len(chosen)).all()  # 3 bootstrap resamples of the fold
+        heads_fitted_on.append({f"p{int(x)}" for x in chosen[:, 0].tolist()})
+        return real_refit(chosen, rejected, start, counts, l2, margin, label, **kw)
 
     monkeypatch.setattr(train, "fit_reward_model", fake_fit)
     monkeypatch.setattr(crossfit, "rewards_and_features", fake_features)
-    monkeypatch.setattr(ensemble, "train_heads", spy_train_heads)
+    monkeypatch.setattr(crossfit, "head_weights", lambda fitted: torch.tensor([0.0, 1.0]))
+    monkeypatch.setattr(crossfit, "refit_heads", spy_refit)
     margins, folds, info = crossfit.cross_fit(examples, crossfit.CrossFit(model="x", folds=4, rounds=2, heads=3))
     assert len(seen_by) == 8 and len(heads_fitted_on) == 8 and margins.shape == (23, 2 * 3)
     assert info["fold_model_margins"].shape == (23, 2)
@@ -253,7 +253,74 @@ def test_cross_fitting_never_scores_a_pair_with_a_member_that_saw_it(monkeypatch
             assert len(fold_model.trained_on) == 23 - sizes[k] and not fold_model.trained_on & held
             assert heads_data == fold_model.trained_on  # the heads' data: exactly the fold model's
     assert folds[0] != folds[1]  # a fresh split each round
-    assert (margins.std(1) > 0).all()  # bootstrap heads disagree
+
+
+# ---------------------------------------------------------------- the spread: bootstrap refits of the fold model's head
+
+def _separable_features(n=60, hidden=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    direction = torch.randn(hidden, generator=g)
+    chosen, rejected = torch.randn(n, hidden, generator=g), torch.randn(n, hidden, generator=g)
+    noisy = torch.rand(n, generator=g) < 0.2
+    better = ((chosen - rejected) @ direction > 0) != noisy  # labels that a linear head mostly explains
+    c = torch.where(better[:, None], chosen, rejected)
+    r = torch.where(better[:, None], rejected, chosen)
+    return c, r, direction
+
+
+def test_a_refit_is_the_unique_optimum_whatever_its_start():
+    """One dimension: the refit's weight solves mean(-d σ(-w d)) + l2 (w - w0) = 0 (in standardised
+    units), found here by bisection; every start reaches it."""
+    g = torch.Generator().manual_seed(3)
+    c, r = torch.randn(40, 1, generator=g) + 0.3, torch.randn(40, 1, generator=g)
+    scale = float(torch.cat([c, r]).std())
+    d = ((c - r)[:, 0] / scale).double()
+    w0, l2 = 0.7 * scale, 0.1
+    grad = lambda w: float((-d * torch.sigmoid(-w * d)).mean() + l2 * (w - w0))
+    lo, hi = -50.0, 50.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if grad(mid) < 0 else (lo, mid)
+    for start in (0.7, -5.0, 12.0):
+        w, left = crossfit.refit_heads(c, r, torch.tensor([0.7]), torch.ones(1, 40, dtype=torch.float64), l2,
+                                       init=torch.tensor([[start]]))
+        assert float(w) * scale == pytest.approx(lo, abs=1e-5) and left < 1e-6
+
+
+def test_refits_differ_by_their_resamples_not_their_starts():
+    """Without resampling every refit solves the same convex problem: the same margins from the fold
+    head or from scattered starts (std ~0); with bootstrap resamples the spread is orders larger,
+    and grows as the ridge towards the fold head weakens."""
+    c, r, direction = _separable_features()
+    start = direction * 0.5
+    held = torch.randn(30, 5, generator=torch.Generator().manual_seed(9))
+    same = crossfit.refit_heads(c, r, start, crossfit.bootstrap_counts(60, 6, seed=1, resample=False), 0.1)[0]
+    starts = start + torch.randn(6, 5, generator=torch.Generator().manual_seed(2)) * 3
+    scattered = crossfit.refit_heads(c, r, start, torch.ones(6, 60, dtype=torch.float64), 0.1, init=starts)[0]
+    spread = lambda w: float((held @ w.T).std(1, correction=0).median())
+    assert spread(same) < 1e-6 and spread(scattered) < 1e-4
+    resampled = lambda l2: spread(crossfit.refit_heads(c, r, start, crossfit.bootstrap_counts(60, 6, seed=1), l2)[0])
+    assert resampled(0.1) > 1000 * max(spread(scattered), 1e-7)
+    assert resampled(0.01) > resampled(0.1) > resampled(10.0)
+    counts = crossfit.bootstrap_counts(60, 6, seed=1)
+    assert (counts.sum(1) == 60).all() and (counts == 0).any()  # resamples of n with replacement
+
+
+def test_strength_spread_is_zero_without_resampling_on_a_real_model():
+    """tiny-bert fold models: the members' std is ~0 when the refits see the fold's pairs as they are,
+    and clearly positive on bootstrap resamples; the mean keeps the fold models' margins' sign."""
+    examples = [crossfit_example_synth(x) for x in synth.pairs(24, 0.2, seed=4)]
+    settings = dict(model="tiny-bert", folds=2, epochs=1, heads=4)
+    plain, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(**settings, resample=False))
+    resampled, _, _ = crossfit.cross_fit(examples, crossfit.CrossFit(**settings))
+    assert float(plain.std(1).max()) < 1e-4
+    assert float(resampled.std(1).median()) > 100 * max(float(plain.std(1).max()), 1e-6)
+
+
+def crossfit_example_synth(row):
+    from rlhfkit.records import parse_record
+
+    return parse_record(row)
 
 
 def crossfit_example(i):

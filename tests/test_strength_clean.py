@@ -164,6 +164,35 @@ def test_members_ensemble_of_trained_reward_models(tmp_path, small_pairs):
     assert out[0]["strength_margins"][1] == pytest.approx(one[0]["reward_chosen"] - one[0]["reward_rejected"], abs=1e-5)
 
 
+def test_members_are_centred_so_their_spread_is_disagreement_not_offsets(tmp_path, small_pairs):
+    """Two members that differ only by a constant (Bradley–Terry cannot tell them apart) have spread 0
+    and the same rewards, each centred on its own training mean; var-KL's σ reads this spread."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    data = write_jsonl(tmp_path / "d.jsonl", [e.raw for e in small_pairs[:6]])
+    r = cli("train-rm", data, "--model", "tiny-bert", "--out", tmp_path / "rm0", "--max-steps", 2, "--save-steps", 0)
+    assert r.exit_code == 0, r.stderr
+    shutil.copytree(tmp_path / "rm0", tmp_path / "rm1")
+    weights = next((tmp_path / "rm1").glob("*.safetensors"))
+    state = load_file(str(weights))
+    [bias] = [k for k in state if k.endswith("classifier.bias")]  # the head's last linear layer
+    state[bias] = state[bias] + 5.0
+    save_file(state, str(weights), metadata={"format": "pt"})
+    meta_path = tmp_path / "rm1" / "rlhfkit.json"
+    meta = json.loads(meta_path.read_text())
+    meta["reward_mean"] += 5.0
+    meta_path.write_text(json.dumps(meta))
+    raw = [read_jsonl(cli("score", data, "--reward", tmp_path / f"rm{i}").stdout)[0]["reward_chosen"] for i in (0, 1)]
+    assert raw[1] == pytest.approx(raw[0] + 5.0, abs=1e-4)  # the shift is real
+    assert cli("ensemble", "--members", tmp_path / "rm0", "--members", tmp_path / "rm1", "--out", tmp_path / "m").exit_code == 0
+    rec = read_jsonl(cli("score", data, "--reward", tmp_path / "m").stdout)[0]
+    assert rec["reward_std_chosen"] == pytest.approx(0.0, abs=1e-4)
+    assert rec["rewards_chosen"][0] == pytest.approx(raw[0] - json.loads((tmp_path / "rm0" / "rlhfkit.json").read_text())["reward_mean"], abs=1e-4)
+
+
 # ---------------------------------------------------------------- through the CLI
 
 def test_strength_pipe_clean_end_to_end_finds_injected_flips(tmp_path):

@@ -10,14 +10,18 @@ training only), on a fresh fold split. Every round still scores each pair with a
 trained on that pair; the corrections it learnt from were decided by earlier models that may have
 (a second-order leak, documented).
 
-The spread: a fold model alone gives one margin per pair, whose std is 0. So each fold also fits
-``heads`` linear reward heads on the fold model's own features (what its head reads, computed once
-per text), each on a bootstrap resample of that fold's training pairs (the Uncertainty-aware RLHF
-construction), and every head scores the held-out fold. A pair's members are those K heads per
-round: all out of sample, their mean the strength, their std how much resamples of the same
-training data disagree about the pair. The extra cost is one inference pass over the training
-texts per fold (about a tenth of the fold's fine-tuning). ``heads=0`` keeps the fold model's own
-margin (one member per round).
+The spread: a fold model alone gives one margin per pair, whose std is 0. So each fold also refits
+its own head ``heads`` times, each time on a bootstrap resample of the fold's training pairs, on the
+features that head reads (computed once per text), and every refit scores the held-out fold. Each
+refit starts from the fold model's head and is solved to convergence (L-BFGS) under a ridge that
+pulls it towards that head (``head_l2``, in standardised feature units). The objective is strictly
+convex, so a refit's end does not depend on its start: the heads differ only by the pairs their
+resample drew, and a pair's std measures how much its margin moves when the training pairs are
+redrawn (the bootstrap's estimate of the margin's sampling spread), not initialisation noise
+(``resample=False`` gives K identical heads and std 0). A pair's members are those K refits per
+round: all out of sample, their mean the strength. The extra cost is one inference pass over the
+training texts per fold (about a tenth of the fold's fine-tuning). ``heads=0`` keeps the fold
+model's own margin (one member per round).
 
 With a ``FoldStore`` every finished fold's margins are kept on disk, so a run that was stopped
 resumes at the first unfinished fold and ends with the margins an uninterrupted run gives (each
@@ -40,6 +44,9 @@ from .noise import p_wrong
 from ..records import Example
 
 
+HEAD_L2 = 0.1  # placeholder, set from benchmarks/strength_spread.py
+
+
 @dataclass
 class CrossFit:
     model: str = "minilm"
@@ -50,9 +57,9 @@ class CrossFit:
     batch_size: int = 16
     max_length: int = 256
     seed: int = 0
-    heads: int = 10  # spread heads per fold (0: the fold model's own margin, std 0)
-    head_epochs: int = 3
-    head_lr: float = 3e-4  # keeps the fold model's ranking on synth (docs/results.md §1); 1e-3 let heads drift
+    heads: int = 10  # bootstrap refits of the fold model's head per fold (0: the fold model's own margin, std 0)
+    head_l2: float = HEAD_L2  # the refits' ridge towards the fold model's head
+    resample: bool = True  # False: every refit sees the fold's pairs as they are (std 0; for tests)
     dtype: str = "auto"  # the fold models' compute precision (train-rm's --dtype)
 
     @property
@@ -87,22 +94,70 @@ def rewards_and_features(fitted, examples: Sequence[Example], max_length: int,
     return of_sequences(fitted.rm, encode(tok, texts, max_length), tok.pad_token_id, batch_size)
 
 
+def bootstrap_counts(n: int, k: int, seed: int, resample: bool = True) -> torch.Tensor:
+    """K x n: how often each of n pairs is drawn in each of K bootstrap resamples (each resample its
+    own random stream), or all ones without resampling."""
+    if not resample:
+        return torch.ones(k, n, dtype=torch.float64)
+    draws = [torch.randint(n, (n,), generator=torch.Generator().manual_seed(seed * 1000 + h + 1)) for h in range(k)]
+    return torch.stack([torch.bincount(d, minlength=n) for d in draws]).double()
+
+
+def refit_heads(chosen: torch.Tensor, rejected: torch.Tensor, start: torch.Tensor, counts: torch.Tensor, l2: float,
+                margin: torch.Tensor | None = None, label: torch.Tensor | None = None,
+                init: torch.Tensor | None = None, max_iter: int = 500) -> tuple[torch.Tensor, float]:
+    """K head weights (K x hidden, in the features' own units) minimising, each for its own row of
+    ``counts``, the count-weighted mean pair loss plus (l2 / 2)·|w − start|² in standardised units
+    (each feature divided by its std over all texts), beginning at ``start`` (or at ``init``, K x
+    hidden). The problem is strictly convex, so L-BFGS reaches the same optimum from any beginning;
+    returns the weights and the largest |gradient| left."""
+    from ..rewards.losses import pair_loss
+
+    scale = torch.cat([chosen, rejected]).double().std(0).clamp(min=1e-6)
+    z = (chosen.double() - rejected.double()) / scale  # n x hidden; biases and feature means cancel
+    anchor = start.double().reshape(-1) * scale
+    w = (anchor.repeat(counts.shape[0], 1) if init is None else init.double() * scale).requires_grad_()
+    n = z.shape[0]
+    margin = None if margin is None else margin.double()
+    label = None if label is None else label.double()
+
+    def objective() -> torch.Tensor:
+        loss = (counts * pair_loss(w @ z.T, margin, label)).sum(1) / n + l2 / 2 * ((w - anchor) ** 2).sum(1)
+        return loss.sum()  # the heads' problems are separate: one sum, K independent gradients
+
+    optimizer = torch.optim.LBFGS([w], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-10,
+                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    optimizer.zero_grad()
+    objective().backward()
+    return (w.detach() / scale).float(), float(w.grad.abs().max())
+
+
+def head_weights(fitted) -> torch.Tensor:
+    """The weights (hidden) of the fold model's head over the features ``rewards_and_features`` gives."""
+    from ..rewards.model import head_linear
+
+    return head_linear(fitted.rm.hf).weight.detach().float().reshape(-1).cpu()
+
+
 def spread_margins(fitted, train: Sequence[Example], held_features: torch.Tensor, cfg: CrossFit,
                    seed: int) -> torch.Tensor:
-    """|held| x K margins of one fold's spread heads: K linear heads fitted on bootstrap resamples
-    of the fold's training pairs (features of its fold model); ``held_features`` (chosen rows, then
-    rejected) are only scored. Only ``train`` reaches the heads' fitting."""
-    from .ensemble import HeadTraining, train_heads
-
+    """|held| x K margins of one fold's bootstrap refits of its fold model's head (``refit_heads``);
+    ``held_features`` (chosen rows, then rejected) are only scored. Only ``train`` reaches the fitting."""
     n, h = len(train), len(held_features) // 2
     _, f_train = rewards_and_features(fitted, train, cfg.max_length)
-    heads = train_heads(f_train[:n], f_train[n:],
-                        HeadTraining(heads=cfg.heads, epochs=cfg.head_epochs, lr=cfg.head_lr, bootstrap=True, seed=seed),
-                        margin=torch.tensor([e.margin or 0.0 for e in train]),
-                        label=torch.tensor([e.label for e in train]))
-    with torch.no_grad():
-        scores = heads(held_features)
-    return scores[:h] - scores[h:]
+    start = head_weights(fitted)
+    weights, _ = refit_heads(f_train[:n], f_train[n:], start, bootstrap_counts(n, cfg.heads, seed, cfg.resample),
+                             cfg.head_l2, margin=torch.tensor([e.margin or 0.0 for e in train]),
+                             label=torch.tensor([e.label for e in train]))
+    return (held_features[:h] - held_features[h:]) @ weights.T
 
 
 class FoldStore:

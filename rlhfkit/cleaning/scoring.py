@@ -64,6 +64,9 @@ class EnsembleScorer:
                 check_reward_dir(m)
             self.loaded = None if one_at_a_time else [RewardModelScorer(m, **self.member_kwargs) for m in self.member_dirs]
             self.heads = len(self.member_dirs)
+            # Bradley–Terry fixes each member's rewards only up to a constant: centred on the mean reward
+            # of its own training data, the members' spread is their disagreement, not their offsets
+            self.offsets = [float(read_meta(m).get("reward_mean") or 0.0) for m in self.member_dirs]
             return
         from safetensors.torch import load_file
 
@@ -80,7 +83,7 @@ class EnsembleScorer:
             columns = []
             for k, directory in enumerate(self.member_dirs):
                 member = self.loaded[k] if self.loaded is not None else RewardModelScorer(directory, **self.member_kwargs)
-                columns.append(member.score(prompts, responses, batch_size, progress))
+                columns.append(member.score(prompts, responses, batch_size, progress) - self.offsets[k])
                 del member  # one at a time: freed before the next one loads
             return torch.cat(columns, dim=1)
         feats = self.backbone.features(self.backbone.texts(prompts, responses), batch_size, progress)

@@ -27,8 +27,8 @@ def strength(
     resume: bool = typer.Option(False, "--resume", help="With --work-dir: read the folds a stopped run with the same inputs and flags finished, train only the rest."),
     in_sample: bool = typer.Option(False, "--in-sample", help="The paper's construction instead: K heads on a frozen --model (or --from-rm) trained on DATA itself, voting on their own training pairs."),
     from_rm: Optional[str] = typer.Option(None, "--from-rm", metavar="DIR", help="--in-sample heads on this reward model's backbone (the two-stage recipe)."),
-    heads: int = typer.Option(10, "--heads", min=0, metavar="K", help="Heads per fold whose margins are each pair's members (cross-fitted; 0: the fold model's own margin, std 0), or in all (--in-sample)."),
-    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="Epochs of the heads' fitting (on cached features)."),
+    heads: int = typer.Option(10, "--heads", min=0, metavar="K", help="Members per fold: bootstrap refits of the fold model's head, each pair's margins (0: the fold model's own margin, std 0); --in-sample: heads in all."),
+    epochs: int = typer.Option(3, "--epochs", min=1, metavar="N", help="--in-sample: epochs of the heads' fitting (the cross-fitted refits are solved to convergence)."),
     save_ensemble: Optional[str] = typer.Option(None, "--save-ensemble", metavar="DIR", help="--in-sample: keep the ensemble trained here in this directory."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, metavar="N", help="Pairs per training step of the members; texts per scoring pass is twice this."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, metavar="N", help="Tokens per text (default 256 for members trained here; an --ensemble's own)."),
@@ -103,11 +103,11 @@ def strength(
         from ..cleaning.crossfit import CrossFit, FoldStore, cross_fit
 
         cfg = CrossFit(model=model, folds=folds, rounds=rounds, epochs=member_epochs, lr=member_lr,
-                       batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads, head_epochs=epochs,
+                       batch_size=batch_size, max_length=max_length or 256, seed=seed, heads=heads,
                        dtype=dtype)
         err_console.print(f"strength: cross-fitting {len(examples)} pairs, {folds} folds x {rounds} round(s) of "
                           f"{model} fine-tuned {member_epochs:g} epoch(s) each"
-                          + (f", {heads} bootstrap heads per fold" if heads else ""), highlight=False)
+                          + (f", {heads} bootstrap refits of each fold model's head" if heads else ""), highlight=False)
         try:
             store = FoldStore(work_dir, examples, cfg, resume) if work_dir else None
             with task_progress("strength (cross-fitting)", folds * rounds) as advance:
