@@ -44,7 +44,7 @@ from rlhfkit.cleaning.strength import auroc
 from rlhfkit.records import parse_record
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-L2_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+L2_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)  # 3-30 added after 0.003-1 met the rule nowhere (seed 0)
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -193,7 +193,7 @@ def main(argv=None) -> dict:
     arms = {
         "random-start, bootstrap (before)": lambda f, k: random_start_heads(f, k, K, True, False),
         "random-start, no resampling": lambda f, k: random_start_heads(f, k, K, False, False),
-        "shared random start, bootstrap": lambda f, k: random_start_heads(f, k, K, True, True),
+        "one random-start head, repeated": lambda f, k: random_start_heads(f, k, K, False, True),
         "refit, no resampling": lambda f, k: refits(f, k, K, HEAD_L2, resample=False),
         "refit, no resampling, random starts": lambda f, k: refits(f, k, K, HEAD_L2, resample=False, random_start=True),
         **{f"refit {l2}": (lambda f, k, l2=l2: refits(f, k, K, l2, resample=True)) for l2 in L2_GRID},

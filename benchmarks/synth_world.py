@@ -145,6 +145,45 @@ def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, see
     return [values[int(0.025 * draws)], values[int(0.975 * draws) - 1]]
 
 
+def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of statistic(policy indices, prompt indices) when policies come in groups
+    that share a reward model: groups resampled, then policies within each drawn group, then prompts.
+    The interval then covers the reward models' training, not only the seeds."""
+    rng = random.Random(seed)
+    values = []
+    for _ in range(draws):
+        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
+        policies = [g[rng.randrange(len(g))] for g in drawn for _ in g]
+        values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)]))
+    values.sort()
+    return [values[int(0.025 * draws)], values[int(0.975 * draws) - 1]]
+
+
+def variance_parts(means: list[float], group_of: list[int]) -> dict:
+    """Population variance of policy means split into between-group (variance of the group means,
+    weighted by size) and within-group (size-weighted mean of the groups' own variances); they sum."""
+    groups: dict[int, list[float]] = {}
+    for m, g in zip(means, group_of):
+        groups.setdefault(g, []).append(m)
+    grand = statistics.fmean(means)
+    between = sum(len(v) * (statistics.fmean(v) - grand) ** 2 for v in groups.values()) / len(means)
+    within = sum(len(v) * statistics.pvariance(v) for v in groups.values()) / len(means)
+    return {"total": statistics.pvariance(means), "between": between, "within": within}
+
+
+def iqr(values: list[float]) -> float:
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[2] - q[0]
+
+
+def trimmed_variance(values: list[float], share: float = 0.1) -> float:
+    """Sample variance of the values left after dropping ``share`` of them at each end."""
+    v = sorted(values)
+    cut = int(share * len(v))
+    kept = v[cut:len(v) - cut] if len(v) - 2 * cut >= 2 else v
+    return statistics.variance(kept) if len(kept) > 1 else 0.0
+
+
 def policy_means(values: list[list[float]], policies, prompts) -> list[float]:
     return [statistics.fmean(values[i][j] for j in prompts) for i in policies]
 
@@ -323,19 +362,59 @@ def overopt_summary(result: dict, bins: int = 8) -> dict:
             "gold_falls_after_peak": table[-1]["gold_ci95"][1] < peak["gold_ci95"][0]}
 
 
-def uncertainty(world: Path, result: dict, path: Path, a) -> None:
-    """2. One policy per reward head (cycling over the K heads, new seed each cycle), vanilla KL against
-    variance-weighted KL (σ: the ensemble's std), β per method tuned to the same held-out KL."""
-    from safetensors import safe_open
+def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict:
+    """An arm's mean and spread of gold reward across policies: the variance (sample form), its split
+    into between- and within-reward-model parts, the IQR and the 10%-trimmed variance, each with a
+    95% interval from the cluster bootstrap (reward models, then seeds, then prompts); KL mean and median."""
+    values = [p[key] for p in policies.values()]
+    n, m = len(values), len(values[0])
+    groups = [[i for i in range(n) if group_of[i] == g] for g in sorted(set(group_of))]
+    means = lambda P, Q: policy_means(values, P, Q)
+    part = lambda name: (lambda P, Q: variance_parts(means(P, Q), [group_of[i] for i in P])[name])
+    stats = {"mean": lambda P, Q: statistics.fmean(means(P, Q)),
+             "variance_across_policies": lambda P, Q: statistics.variance(means(P, Q)),
+             "variance_between_reward_models": part("between"), "variance_within_reward_models": part("within"),
+             "iqr": lambda P, Q: iqr(means(P, Q)), "trimmed_variance": lambda P, Q: trimmed_variance(means(P, Q))}
+    every = list(range(n)), list(range(m))
+    out = {"policies": n, "reward_models": len(groups)}
+    for name, f in stats.items():
+        out[name] = f(*every)
+        out[name + "_ci95"] = cluster_bootstrap(f, groups, m)
+    kls = [statistics.fmean(p["kl"]) for p in policies.values()]
+    return out | {"kl": statistics.fmean(kls), "kl_median": statistics.median(kls)}
 
+
+def paired_spread_difference(a: dict, b: dict, group_of: list[int], statistic) -> dict:
+    """statistic(arm a) − statistic(arm b), policies paired by name (same reward model and seed), with
+    the cluster bootstrap over reward models, seeds and prompts."""
+    names = [k for k in a if k in b]
+    va, vb = [a[k]["gold"] for k in names], [b[k]["gold"] for k in names]
+    groups = [[i for i in range(len(names)) if group_of[i] == g] for g in sorted(set(group_of))]
+    diff = lambda P, Q: statistic(policy_means(va, P, Q), P) - statistic(policy_means(vb, P, Q), P)
+    every = list(range(len(names))), list(range(len(va[0])))
+    return {"value": diff(*every), "ci95": cluster_bootstrap(diff, groups, len(va[0]))}
+
+
+def ensemble_size(directory: Path) -> int:
+    return int(json.loads((directory / "rlhfkit.json").read_text())["heads"])
+
+
+def uncertainty(world: Path, result: dict, path: Path, a) -> None:
+    """2. One policy per (reward model, seed): vanilla KL against variance-weighted KL (σ: the
+    ensemble's std). Reward models: ten linear heads on one backbone (``--construction heads``) or
+    independently trained reward models (``models``). β per method: tuned to a held-out KL and matched
+    (exploratory), or fixed with --beta (several per method: the variance–KL frontier)."""
     prompts, eval_prompts = world_paths(world)
-    policy, runs_dir = str(world / "policy"), world / "runs" / "uncertainty"
-    with safe_open(str(world / "ensemble" / "heads.safetensors"), "pt") as f:
-        heads = f.get_tensor(next(iter(f.keys()))).shape[0]
-    names = [f"head{i % heads}-seed{i // heads}" for i in range(a.policies)]
+    policy = str(world / "policy")
+    reward = world / ("ensemble" if a.construction == "heads" else "ensemble-models")
+    runs_dir = world / "runs" / f"uncertainty-{a.construction}"
+    heads = ensemble_size(reward)
+    names = [f"head{h}-seed{s}" for s in a.seed_list for h in range(heads)][: a.policies or None]
     parse = lambda name: (int(name.split("-")[0][4:]), int(name.split("seed")[1]))
-    base = dict(policy=policy, reward=str(world / "ensemble"), steps=a.steps)
+    group_of = [parse(n)[0] for n in names]
+    base = dict(policy=policy, reward=str(reward), steps=a.steps)
     methods = {"var-kl": dict(regularizer="var-kl", variance_power=1.0), "kl": dict(regularizer="kl")}
+    result["construction"], result["seeds"] = a.construction, a.seed_list
     betas = result.setdefault("betas", {})
     arms = result.setdefault("arms", {})
     for method in methods:  # results of the version that kept one arm per method under the method's name
@@ -343,26 +422,49 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
             arms[f"{method}@{betas[method]}"] = arms.pop(method)
     used, target = {}, a.target_kl
     for method, flags in methods.items():
+        settings_of = lambda name, flags=flags: {**base, **flags, "reward_head": parse(name)[0], "seed": parse(name)[1]}
+        if method in a.fixed_betas:  # the frontier's points, or a confirmatory run's fixed β
+            for beta in a.fixed_betas[method]:
+                run_arm(result, path, runs_dir, f"{method}@{beta}", names,
+                        lambda name, beta=beta, f=settings_of: {**f(name), "beta": beta}, prompts, eval_prompts,
+                        lambda name: policy)
+            used[method] = f"{method}@{a.fixed_betas[method][0]}"
+            continue
         pilot_settings = lambda i, flags=flags: {**base, **flags, "reward_head": i % heads}
         if method not in betas:
             betas[method] = tune_beta(result, path, runs_dir, method, pilot_settings, prompts, eval_prompts, policy,
                                       a.target_kl, pilots=a.pilots)
             save_json(path, result)
-        settings_of = lambda name, flags=flags: {**base, **flags, "reward_head": parse(name)[0], "seed": parse(name)[1]}
         used[method] = matched_arm(result, path, runs_dir, method, names, settings_of, prompts, eval_prompts,
                                    lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
-        target = mean_kl(arms[used[method]])  # the second method is matched to the first's achieved KL
+        target = mean_kl(only(arms[used[method]], names))  # the second method is matched to the first's achieved KL
     result["matched_arms"] = used
-    summary = {m: arm_table(arms[used[m]])[1] | {"kl": mean_kl(arms[used[m]]), "beta": float(used[m].split("@")[1]),
-                                                 "kl_median": statistics.median(statistics.fmean(p["kl"]) for p in arms[used[m]].values())}
-               for m in methods}
-    a_vals, b_vals = arm_table(arms[used["var-kl"]])[0], arm_table(arms[used["kl"]])[0]
-    summary["var_kl_minus_kl"] = {"mean": paired_difference(a_vals, b_vals, statistics.fmean),
-                                  "variance": paired_difference(a_vals, b_vals, statistics.variance)}
-    summary["frontier"] = {k: {"kl": mean_kl(v), "gold": statistics.fmean(statistics.fmean(p["gold"]) for p in v.values()),
-                               "policies": len(v)} for k, v in arms.items()}
+    summary: dict = {}
+    for key, arm in arms.items():
+        if all(n in arm for n in names):
+            summary[key] = spread_table(only(arm, names), group_of) | {"beta": float(key.split("@")[1])}
+    for m in methods:
+        summary[m] = summary[used[m]]
+    a_arm, b_arm = only(arms[used["var-kl"]], names), only(arms[used["kl"]], names)
+    sample_var = lambda means, P: statistics.variance(means)
+    part = lambda name: (lambda means, P: variance_parts(means, [group_of[i] for i in P])[name])
+    summary["var_kl_minus_kl"] = {
+        "mean": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: statistics.fmean(means)),
+        "variance": paired_spread_difference(a_arm, b_arm, group_of, sample_var),
+        "variance_between_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("between")),
+        "variance_within_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("within")),
+        "iqr": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: iqr(means)),
+        "trimmed_variance": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: trimmed_variance(means))}
+    summary["frontier"] = {k: {c: summary[k][c] for c in ("kl", "kl_median", "mean", "variance_across_policies",
+                                                          "variance_ci95", "iqr", "trimmed_variance", "policies")}
+                           for k in arms if k in summary}
     summary["kl_ratio"] = summary["var-kl"]["kl"] / summary["kl"]["kl"]
     result["summary"] = summary
+
+
+def only(arm: dict, names: list[str]) -> dict:
+    """The arm's policies of this run's seeds, in the run's order (an arm may hold other seeds' policies)."""
+    return {n: arm[n] for n in names if n in arm}
 
 
 def pm(world: Path, result: dict, path: Path, a) -> None:
