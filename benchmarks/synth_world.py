@@ -69,12 +69,44 @@ def build(world: Path, sft_records: int = 20000) -> None:
     if not (world / "ensemble" / "rlhfkit.json").exists():
         rlhfkit("ensemble", world / "noisy.jsonl", "--from-rm", world / "rm-noisy", "--heads", 10, "--bootstrap",
                 "--epochs", 6, "--out", world / "ensemble")
-    accuracy = {}
-    for name in ("rm-noisy", "rm-cleaned", "rm-gold-labels", "ensemble"):
+    for k in range(1, MODEL_MEMBERS + 1):  # the second construction: reward models trained independently
+        if not (world / f"rm-noisy-seed{k}" / "rlhfkit.json").exists():
+            rlhfkit("train-rm", world / "noisy.jsonl", "--model", world / "policy", "--out", world / f"rm-noisy-seed{k}",
+                    "--lr", "1e-3", "--epochs", 6, "--batch-size", 32, "--save-steps", 0, "--seed", k)
+    if not (world / "ensemble-models" / "rlhfkit.json").exists():
+        members = [a for k in range(1, MODEL_MEMBERS + 1) for a in ("--members", world / f"rm-noisy-seed{k}")]
+        rlhfkit("ensemble", *members, "--out", world / "ensemble-models")
+    measured = {"command": "python benchmarks/synth_world.py build", "accuracy_on_500_clean_pairs": {}}
+    for name in ("rm-noisy", "rm-cleaned", "rm-gold-labels", "ensemble", "ensemble-models"):
         text, _ = rlhfkit("metrics", "accuracy", world / "test.jsonl", "--reward", world / name)
-        accuracy[name] = json.loads(text)["overall"]
-    save_json(world / "accuracy.json", accuracy)
-    print(json.dumps(accuracy))
+        measured["accuracy_on_500_clean_pairs"][name] = json.loads(text)["overall"]
+    _, cleaned = rlhfkit("clean", world / "strength.jsonl", "--flip", "--out", world / "cleaned-again.jsonl")
+    measured["clean"] = {k: cleaned.get(k) for k in ("actions", "flip_quality", "noise_rate_estimate")}
+    measured["policies"] = {name: policy_shape(world / name, world) for name in ("policy", "policy-negative")}
+    save_json(world / "accuracy.json", measured["accuracy_on_500_clean_pairs"])
+    save_json(RESULTS / "synth_world_build_cpu.json", measured)
+    print(json.dumps(measured))
+
+
+MODEL_MEMBERS = 5  # independently trained reward models of the second construction
+
+
+def policy_shape(policy: Path, world: Path, n: int = 256) -> dict:
+    """How many of n samples have synth's review shape, the gold values they take and their mean."""
+    import re
+
+    from rlhfkit import synth
+    from rlhfkit.metrics.sampling import sample_with_logprobs
+
+    word = "(?:(?:{}) )?(?:{})".format("|".join(synth.INTENSIFIERS), "|".join(synth.POSITIVE + synth.NEGATIVE))
+    clause = "(?:{}) was {}".format("|".join(synth.ASPECTS), word)
+    shape = re.compile(rf"^{clause}(?:(?:, {clause})* and {clause})?\.$", re.IGNORECASE)
+    prompts = [r["prompt"] for r in read_jsonl(world / "eval-prompts.jsonl")][: n // 2]
+    rows = sample_with_logprobs(str(policy), prompts, n=2, max_new_tokens=PPO_DEFAULTS["max_new_tokens"], seed=1,
+                                logprobs=False, chat_template=False)
+    gold = [synth.gold_reward(r["response"]) for r in rows]
+    return {"samples": len(rows), "in_shape": sum(bool(shape.match(r["response"])) for r in rows),
+            "gold_values": sorted(set(gold)), "gold_mean": statistics.fmean(gold)}
 
 
 # ---------------------------------------------------------------- one policy: train, then judge by gold
@@ -137,12 +169,21 @@ def run_arm(result: dict, path: Path, runs_dir: Path, arm: str, names: list[str]
 
 # ---------------------------------------------------------------- statistics over policies and prompts
 
+def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """statistic(policy indices, prompt indices) over ``draws`` resamples of both, in draw order."""
+    rng = random.Random(seed)
+    return [statistic([rng.randrange(n_policies) for _ in range(n_policies)],
+                      [rng.randrange(n_prompts) for _ in range(n_prompts)]) for _ in range(draws)]
+
+
+def interval(values: list[float]) -> list[float]:
+    v = sorted(values)
+    return [v[int(0.025 * len(v))], v[int(0.975 * len(v)) - 1]]
+
+
 def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
     """95% percentile interval of statistic(policy indices, prompt indices), both resampled."""
-    rng = random.Random(seed)
-    values = sorted(statistic([rng.randrange(n_policies) for _ in range(n_policies)],
-                              [rng.randrange(n_prompts) for _ in range(n_prompts)]) for _ in range(draws))
-    return [values[int(0.025 * draws)], values[int(0.975 * draws) - 1]]
+    return interval(bootstrap_draws(statistic, n_policies, n_prompts, draws, seed))
 
 
 def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
@@ -217,18 +258,39 @@ def paired_relative(a: list[list[float]], b: list[list[float]]) -> dict:
 
 def kl_optimum_gold(reference: str, prompts: list, beta: float, samples: int = 8) -> dict:
     """The gold reward of KL-RLHF's optimum π ∝ π_ref·exp(r/β), estimated from the reference's own
-    samples by self-normalised importance weights exp(r/β); with its effective sample size."""
+    samples by self-normalised importance weights exp(r/β); with its effective sample size, and the
+    samples' gold rewards per prompt (for ``optimum_draws``)."""
     from rlhfkit.metrics.sampling import sample_with_logprobs
     from rlhfkit.synth import gold_reward
 
     rows = sample_with_logprobs(reference, prompts, n=samples, batch_size=128, logprobs=False, seed=99,
                                 max_new_tokens=PPO_DEFAULTS["max_new_tokens"], chat_template=False)
-    gold = [gold_reward(r["response"]) for r in rows]
-    top = max(gold)
-    w = [math.exp((g - top) / beta) for g in gold]
+    by_prompt: list[list[float]] = [[] for _ in prompts]
+    for r in rows:
+        by_prompt[r["prompt_index"]].append(gold_reward(r["response"]))
+    gold = [g for gs in by_prompt for g in gs]
+    w = reweighted(gold, beta)
     return {"samples": len(gold), "gold_reference": statistics.fmean(gold),
             "gold_kl_optimum": sum(wi * g for wi, g in zip(w, gold)) / sum(w),
-            "effective_samples": sum(w) ** 2 / sum(wi * wi for wi in w)}
+            "effective_samples": sum(w) ** 2 / sum(wi * wi for wi in w), "gold_by_prompt": by_prompt}
+
+
+def reweighted(gold: list[float], beta: float) -> list[float]:
+    top = max(gold)
+    return [math.exp((g - top) / beta) for g in gold]
+
+
+def optimum_draws(theory: dict, beta: float, draws: int = 2000, seed: int = 1) -> list[float]:
+    """The optimum's gold reward re-estimated on resamples of the reference's prompts (each prompt
+    with its samples): the reweighting's own uncertainty."""
+    by_prompt = theory["gold_by_prompt"]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(draws):
+        gold = [g for _ in by_prompt for g in by_prompt[rng.randrange(len(by_prompt))]]
+        w = reweighted(gold, beta)
+        out.append(sum(wi * g for wi, g in zip(w, gold)) / sum(w))
+    return out
 
 
 def mean_kl(policies: dict) -> float:
@@ -236,6 +298,12 @@ def mean_kl(policies: dict) -> float:
 
 
 # ---------------------------------------------------------------- β for a target KL
+
+def beta_within_bounds(log_beta: float) -> float:
+    """exp(log β) kept within [1e-4, 100] (clamped in log space: a nearly flat KL line would overflow),
+    to 5 significant digits (the arm's name)."""
+    return float(f"{math.exp(min(math.log(100.0), max(math.log(1e-4), log_beta))):.5g}")
+
 
 def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, prompts, eval_prompts, reference: str,
               target_kl: float, betas=(0.02, 0.08, 0.32), pilots: int = 3) -> float:
@@ -261,7 +329,7 @@ def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, p
             return float(f"{math.exp(x0 + (goal - y0) * (x1 - x0) / (y1 - y0)):.5g}")
     (x0, y0), (x1, y1) = (points[0], points[1]) if goal > points[0][1] else (points[-2], points[-1])
     slope = (y1 - y0) / (x1 - x0) if x1 != x0 and y1 != y0 else -1.0
-    return float(f"{min(100.0, max(1e-4, math.exp(x0 + (goal - y0) / slope))):.5g}")
+    return beta_within_bounds(x0 + (goal - y0) / slope)
 
 
 def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: list[str], settings_of, prompts,
@@ -286,7 +354,7 @@ def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: li
             (x0, y0), (x1, y1) = sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]  # the two nearest the target
             slope = (y1 - y0) / (x1 - x0) if x1 != x0 and (y1 - y0) / (x1 - x0) < 0 else slope
         x, y = math.log(betas[method]), math.log(max(mean_kl(arms[key]), 1e-3))
-        betas[method] = float(f"{min(100.0, max(1e-4, math.exp(x + (math.log(target_kl) - y) / slope))):.5g}")
+        betas[method] = beta_within_bounds(x + (math.log(target_kl) - y) / slope)
         save_json(path, result)
     keys = [k for k in arms if k.startswith(method + "@") and len(arms[k]) == len(names)]
     return min(keys, key=lambda k: abs(mean_kl(arms[k]) / target_kl - 1))
@@ -315,18 +383,34 @@ def step_cost(world: Path, steps: int = 3) -> dict:
     return out
 
 
-def overopt(world: Path, result: dict, path: Path, seeds: int, steps: int) -> None:
+def proxy_model(world: Path, pairs: int | None) -> Path:
+    """The proxy reward model: the world's (1,000 noisy pairs), or one trained on the first ``pairs``
+    of them (Gao et al.: a proxy from less data peaks earlier)."""
+    if not pairs:
+        return world / "rm-noisy"
+    out = world / f"rm-noisy-{pairs}"
+    if not (out / "rlhfkit.json").exists():
+        rows = read_jsonl(world / "noisy.jsonl")[:pairs]
+        write_jsonl(world / f"noisy-{pairs}.jsonl", rows)
+        rlhfkit("train-rm", world / f"noisy-{pairs}.jsonl", "--model", world / "policy", "--out", out,
+                "--lr", "1e-3", "--epochs", 6, "--batch-size", 32, "--save-steps", 0)
+    return out
+
+
+def overopt(world: Path, result: dict, path: Path, seeds: list[int], steps: int, proxy_pairs: int | None = None) -> None:
     """Gao et al.'s picture: PPO against the noisy proxy with no KL penalty; proxy and gold reward of
     every training batch against sqrt(KL) of that batch."""
     from rlhfkit.synth import gold_reward
 
     prompts, _ = world_paths(world)
+    proxy = proxy_model(world, proxy_pairs)
+    result["seeds"], result["proxy"], result["proxy_pairs"] = seeds, proxy.name, proxy_pairs or 1000
     runs = result.setdefault("runs", {})
-    for seed in range(seeds):
+    for seed in seeds:
         if str(seed) in runs:
             continue
         run_dir = world / "runs" / "overopt" / f"seed{seed}"
-        trained = train_policy(run_dir, prompts, policy=str(world / "policy"), reward=str(world / "rm-noisy"),
+        trained = train_policy(run_dir, prompts, policy=str(world / "policy"), reward=str(proxy),
                                normalize_reward=True, beta=0.0, steps=steps, sample_steps=1, seed=seed)
         samples = read_jsonl(run_dir / "samples.jsonl")
         gold: dict[int, list[float]] = {}
@@ -339,27 +423,39 @@ def overopt(world: Path, result: dict, path: Path, seeds: int, steps: int) -> No
         print(f"overopt seed {seed}: final proxy {runs[str(seed)][-1]['proxy']:.2f} gold {runs[str(seed)][-1]['gold']:.2f}", flush=True)
 
 
-def overopt_summary(result: dict, bins: int = 8) -> dict:
-    """Gold and proxy reward by sqrt(KL) bin, averaged over the seeds, with intervals over seeds."""
-    rows = [r for run in result["runs"].values() for r in run]
-    top = max(math.sqrt(max(r["kl"], 0)) for r in rows)
+def overopt_summary(result: dict, seeds: list[int] | None = None, bins: int = 8, peak_sqrt_kl: float | None = None) -> dict:
+    """Gold and proxy reward by sqrt(KL) bin, averaged over the seeds, with intervals over seeds; and
+    the fall of gold from the peak bin (the best bin, or the bin holding ``peak_sqrt_kl`` when a
+    confirmatory run fixed it) to the last bin, per seed, with its interval over seeds."""
+    runs = [result["runs"][str(s)] for s in seeds] if seeds else list(result["runs"].values())
+    rows = [r for run in runs for r in run]
+    root = lambda r: math.sqrt(max(r["kl"], 0))
+    top = max(root(r) for r in rows)
     edges = [top * i / bins for i in range(bins + 1)]
-    table = []
+    table, per_bin = [], []
     for lo, hi in zip(edges, edges[1:]):
-        per_seed_gold, per_seed_proxy = [], []
-        for run in result["runs"].values():
-            inside = [r for r in run if lo <= math.sqrt(max(r["kl"], 0)) < hi or (hi == top and math.sqrt(max(r["kl"], 0)) == top)]
+        per_seed = {}
+        for i, run in enumerate(runs):
+            inside = [r for r in run if lo <= root(r) < hi or (hi == top and root(r) == top)]
             if inside:
-                per_seed_gold.append(statistics.fmean(r["gold"] for r in inside))
-                per_seed_proxy.append(statistics.fmean(r["proxy"] for r in inside))
-        if len(per_seed_gold) >= 2:
-            ci = bootstrap(lambda P, Q: statistics.fmean(per_seed_gold[i] for i in P), len(per_seed_gold), 1)
-            table.append({"sqrt_kl": (lo + hi) / 2, "seeds": len(per_seed_gold), "gold": statistics.fmean(per_seed_gold),
-                          "gold_ci95": ci, "proxy": statistics.fmean(per_seed_proxy)})
-    peak = max(table, key=lambda r: r["gold"])
-    return {"bins": table, "gold_peak_sqrt_kl": peak["sqrt_kl"], "gold_at_peak": peak["gold"],
-            "gold_at_end": table[-1]["gold"], "proxy_at_end": table[-1]["proxy"],
-            "gold_falls_after_peak": table[-1]["gold_ci95"][1] < peak["gold_ci95"][0]}
+                per_seed[i] = (statistics.fmean(r["gold"] for r in inside), statistics.fmean(r["proxy"] for r in inside))
+        if len(per_seed) >= 2:
+            gold = [g for g, _ in per_seed.values()]
+            ci = bootstrap(lambda P, Q: statistics.fmean(gold[i] for i in P), len(gold), 1)
+            table.append({"sqrt_kl": (lo + hi) / 2, "seeds": len(gold), "gold": statistics.fmean(gold), "gold_ci95": ci,
+                          "proxy": statistics.fmean(p for _, p in per_seed.values())})
+            per_bin.append(per_seed)
+    if peak_sqrt_kl is None:
+        peak = max(range(len(table)), key=lambda i: table[i]["gold"])
+    else:
+        peak = min(range(len(table)), key=lambda i: abs(table[i]["sqrt_kl"] - peak_sqrt_kl))
+    both = [i for i in per_bin[-1] if i in per_bin[peak]]
+    falls = [per_bin[-1][i][0] - per_bin[peak][i][0] for i in both]
+    fall = {"value": statistics.fmean(falls) if falls else float("nan"), "seeds": len(falls),
+            "ci95": bootstrap(lambda P, Q: statistics.fmean(falls[i] for i in P), len(falls), 1) if len(falls) >= 2 else None}
+    return {"bins": table, "gold_peak_sqrt_kl": table[peak]["sqrt_kl"], "gold_at_peak": table[peak]["gold"],
+            "gold_at_end": table[-1]["gold"], "proxy_at_end": table[-1]["proxy"], "gold_fall": fall,
+            "gold_falls_after_peak": bool(fall["ci95"] and fall["ci95"][1] < 0)}
 
 
 def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict:
@@ -456,7 +552,7 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
         "iqr": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: iqr(means)),
         "trimmed_variance": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: trimmed_variance(means))}
     summary["frontier"] = {k: {c: summary[k][c] for c in ("kl", "kl_median", "mean", "variance_across_policies",
-                                                          "variance_ci95", "iqr", "trimmed_variance", "policies")}
+                                                          "variance_across_policies_ci95", "iqr", "trimmed_variance", "policies")}
                            for k in arms if k in summary}
     summary["kl_ratio"] = summary["var-kl"]["kl"] / summary["kl"]["kl"]
     result["summary"] = summary
@@ -469,10 +565,16 @@ def only(arm: dict, names: list[str]) -> dict:
 
 def pm(world: Path, result: dict, path: Path, a) -> None:
     """3. KL-RLHF, PM and cPM (α = 0.3) against the gold reward, from the unbiased and the negatively
-    biased reference, at each β; PM divergence (gold reward, that β) and the bias each inherits."""
+    biased reference, at each β; PM divergence (gold reward, that β) and the bias each inherits.
+
+    Two explanations of KL-RLHF's gold gap between the references: it inherits the optimum's bias
+    (the gap follows the closed form, which changes with β), or it keeps the references' own gap
+    (which does not). The policies' gap and the optimum's are compared at every β, and their
+    change from the largest to the smallest β, with intervals that resample the reweighting too."""
     prompts, eval_prompts = world_paths(world)
     refs = {"unbiased": str(world / "policy"), "biased": str(world / "policy-negative")}
-    names = [f"seed{s}" for s in range(a.policies)]
+    names = [f"seed{s}" for s in a.seed_list]
+    result["seeds"], result["betas_run"] = a.seed_list, a.betas
     for beta in a.betas:
         for ref_name, ref in refs.items():
             for reg in ("kl", "pm", "cpm"):
@@ -481,7 +583,7 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
                             policy=ref, reward="rlhfkit.synth:gold", regularizer=reg, alpha=0.3, beta=beta,
                             steps=a.steps, seed=int(name[4:])),
                         prompts, eval_prompts, lambda name, ref=ref: ref, beta_for_pm=beta)
-    arms = result["arms"]
+    arms = {k: only(v, names) for k, v in result["arms"].items() if all(n in v for n in names)}
     summary: dict = {arm: {"gold": arm_table(pol)[1], "pm_divergence": arm_table(pol, "pm_divergence")[1],
                            "kl": mean_kl(pol)} for arm, pol in arms.items()}
     column = lambda arm, key: [p[key] for p in arms[arm].values()]
@@ -501,36 +603,187 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
     theory = result.setdefault("kl_optimum", {})
     for beta in a.betas:
         for ref_name, ref in refs.items():
-            if f"{ref_name}-beta{beta}" not in theory:
+            if "gold_by_prompt" not in theory.get(f"{ref_name}-beta{beta}", {}):
                 theory[f"{ref_name}-beta{beta}"] = kl_optimum_gold(ref, eval_prompts, beta)
-    summary["kl_optimum"] = theory
+                save_json(path, result)
+    summary["kl_optimum"] = {k: {f: v for f, v in t.items() if f != "gold_by_prompt"} for k, t in theory.items()}
+    summary.update(bias_versus_optimum(arms, theory, a.betas))
     result["summary"] = summary
+
+
+def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int = 2000) -> dict:
+    """Per β: the KL policies' gold gap (unbiased − biased reference), the optimum's, and their
+    difference; and from the largest to the smallest β the change of each. Policies and prompts are
+    resampled for the policies' gap, the reference's prompts (with their samples) for the optimum's."""
+    gold = lambda ref, beta: [p["gold"] for p in arms[f"kl-{ref}-beta{beta}"].values()]
+    n, m = len(gold("unbiased", betas[0])), len(gold("unbiased", betas[0])[0])
+    mean = lambda v, P, Q: statistics.fmean(policy_means(v, P, Q))
+    policy_gap = {b: (lambda P, Q, b=b: mean(gold("unbiased", b), P, Q) - mean(gold("biased", b), P, Q)) for b in betas}
+    every = range(n), range(m)
+    policy_draws = {b: bootstrap_draws(policy_gap[b], n, m, draws) for b in betas}  # same seed: paired across β
+    opt_value = {b: theory[f"unbiased-beta{b}"]["gold_kl_optimum"] - theory[f"biased-beta{b}"]["gold_kl_optimum"]
+                 for b in betas}
+    opt_draws = {b: [u - v for u, v in zip(optimum_draws(theory[f"unbiased-beta{b}"], b, draws, seed=1),
+                                           optimum_draws(theory[f"biased-beta{b}"], b, draws, seed=2))] for b in betas}
+    out: dict = {}
+    for b in betas:
+        out[f"kl_gap-beta{b}"] = {"value": policy_gap[b](*every), "ci95": interval(policy_draws[b])}
+        out[f"kl_optimum_gap-beta{b}"] = {"value": opt_value[b], "ci95": interval(opt_draws[b])}
+        out[f"kl_gap_minus_optimum-beta{b}"] = {"value": policy_gap[b](*every) - opt_value[b],
+                                                "ci95": interval([x - y for x, y in zip(policy_draws[b], opt_draws[b])])}
+    small, large = min(betas), max(betas)
+    if small != large:
+        out["kl_gap_change"] = {"value": policy_gap[small](*every) - policy_gap[large](*every), "betas": [small, large],
+                                "ci95": interval([x - y for x, y in zip(policy_draws[small], policy_draws[large])])}
+        out["kl_optimum_gap_change"] = {"value": opt_value[small] - opt_value[large], "betas": [small, large],
+                                        "ci95": interval([x - y for x, y in zip(opt_draws[small], opt_draws[large])])}
+    return out
+
+
+def cleaning_reward_models(world: Path, replicate: int, strength_model: str) -> dict[str, Path]:
+    """The noisy, cleaned and gold-label reward models of one draw of noisy pairs. Replicate 0 is the
+    world's own (built by `build`); replicate r draws its 1,000 pairs with seed r and repeats the
+    default `strength | clean --flip` pipeline and the reward-model training on them."""
+    if replicate == 0:
+        return {d: world / f"rm-{d}" for d in ("noisy", "cleaned", "gold-labels")}
+    folder = world / f"replicate{replicate}"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, noise in (("noisy", 0.2), ("gold-labels", 0.0)):
+        if not (folder / f"{name}.jsonl").exists():
+            rlhfkit("synth", "--n", 1000, "--noise", noise, "--seed", replicate, "--out", folder / f"{name}.jsonl")
+    if not (folder / "cleaned.jsonl").exists():
+        strength, _ = rlhfkit("strength", folder / "noisy.jsonl", "--model", strength_model)
+        (folder / "strength.jsonl").write_text(strength)
+        rlhfkit("clean", folder / "strength.jsonl", "--flip", "--out", folder / "cleaned.jsonl")
+    for name in ("noisy", "cleaned", "gold-labels"):
+        if not (folder / f"rm-{name}" / "rlhfkit.json").exists():
+            rlhfkit("train-rm", folder / f"{name}.jsonl", "--model", world / "policy", "--out", folder / f"rm-{name}",
+                    "--lr", "1e-3", "--epochs", 6, "--batch-size", 32, "--save-steps", 0, "--seed", replicate)
+    return {d: folder / f"rm-{d}" for d in ("noisy", "cleaned", "gold-labels")}
 
 
 def cleaning(world: Path, result: dict, path: Path, a) -> None:
     """4. Policies against reward models trained on the noisy, the default-cleaned and the gold-label
-    pairs, β per reward model tuned to the same held-out KL; their gold reward."""
+    pairs, β per label set tuned to the same held-out KL; their gold reward. With --replicates R,
+    policy seed s uses the reward models of data draw s mod R, and intervals resample the draws."""
     prompts, eval_prompts = world_paths(world)
     policy, runs_dir = str(world / "policy"), world / "runs" / "cleaning"
-    names = [f"seed{s}" for s in range(a.policies)]
+    names = [f"seed{s}" for s in a.seed_list]
+    replicate_of = [s % a.replicates for s in a.seed_list]
+    models = [cleaning_reward_models(world, r, a.strength_model) for r in range(a.replicates)]
+    result["seeds"], result["replicates"] = a.seed_list, a.replicates
     betas = result.setdefault("betas", {})
     used, target = {}, a.target_kl
     for data in ("noisy", "cleaned", "gold-labels"):
-        base = dict(policy=policy, reward=str(world / f"rm-{data}"), normalize_reward=True, steps=a.steps)
+        reward_of = lambda name, data=data: str(models[int(name[4:]) % a.replicates][data])
+        settings_of = lambda name, reward_of=reward_of: dict(policy=policy, reward=reward_of(name), normalize_reward=True,
+                                                             steps=a.steps, seed=int(name[4:]))
+        if data in a.fixed_betas:
+            beta = a.fixed_betas[data][0]
+            run_arm(result, path, runs_dir, f"{data}@{beta}", names, lambda name, f=settings_of, beta=beta: {**f(name), "beta": beta},
+                    prompts, eval_prompts, lambda name: policy)
+            used[data] = f"{data}@{beta}"
+            continue
         if data not in betas:
-            betas[data] = tune_beta(result, path, runs_dir, data, lambda i, base=base: base, prompts, eval_prompts,
+            pilot = dict(policy=policy, reward=str(models[0][data]), normalize_reward=True, steps=a.steps)
+            betas[data] = tune_beta(result, path, runs_dir, data, lambda i, pilot=pilot: pilot, prompts, eval_prompts,
                                     policy, a.target_kl, pilots=a.pilots)
             save_json(path, result)
-        used[data] = matched_arm(result, path, runs_dir, data, names, lambda name, base=base: {**base, "seed": int(name[4:])},
-                                 prompts, eval_prompts, lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
-        target = mean_kl(result["arms"][used[data]])  # later arms matched to the noisy arm's achieved KL
+        used[data] = matched_arm(result, path, runs_dir, data, names, settings_of, prompts, eval_prompts,
+                                 lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
+        target = mean_kl(only(result["arms"][used[data]], names))  # later arms matched to the noisy arm's achieved KL
     result["matched_arms"] = used
-    arms = {d: result["arms"][k] for d, k in used.items()}
-    summary = {d: arm_table(arms[d])[1] | {"kl": mean_kl(arms[d]), "beta": float(used[d].split("@")[1])} for d in arms}
-    vals = {d: arm_table(arms[d])[0] for d in arms}
+    arms = {d: only(result["arms"][k], names) for d, k in used.items()}
+    summary = {d: spread_table(arms[d], replicate_of) | {"beta": float(used[d].split("@")[1])} for d in arms}
+    mean = lambda means, P: statistics.fmean(means)
     for d in ("cleaned", "gold-labels"):
-        summary[f"{d}_minus_noisy"] = paired_difference(vals[d], vals["noisy"], statistics.fmean)
+        summary[f"{d}_minus_noisy"] = paired_spread_difference(arms[d], arms["noisy"], replicate_of, mean)
+    summary["share_of_oracle_gain"] = share_of_gain(arms["noisy"], arms["cleaned"], arms["gold-labels"], replicate_of)
     result["summary"] = summary
+
+
+def share_of_gain(noisy: dict, cleaned: dict, gold: dict, group_of: list[int]) -> dict:
+    """(cleaned − noisy) / (gold-labels − noisy) in gold reward, policies paired by seed (and so by
+    data draw), with the cluster bootstrap over draws, seeds and prompts."""
+    v = [[arm[k]["gold"] for k in noisy] for arm in (noisy, cleaned, gold)]
+    groups = [[i for i in range(len(group_of)) if group_of[i] == g] for g in sorted(set(group_of))]
+    mean = lambda j, P, Q: statistics.fmean(policy_means(v[j], P, Q))
+
+    def share(P, Q):
+        oracle = mean(2, P, Q) - mean(0, P, Q)
+        return (mean(1, P, Q) - mean(0, P, Q)) / oracle if oracle else float("nan")
+
+    m = len(v[0][0])
+    return {"value": share(range(len(group_of)), range(m)), "ci95": cluster_bootstrap(share, groups, m)}
+
+
+def seed_range(text: str) -> list[int]:
+    """``A:B`` → the seeds A … B−1."""
+    lo, _, hi = text.partition(":")
+    if not (lo.isdigit() and hi.isdigit()) or int(hi) <= int(lo):
+        raise argparse.ArgumentTypeError(f"--seeds takes A:B with A < B (seeds A ... B-1), got {text!r}")
+    return list(range(int(lo), int(hi)))
+
+
+def beta_setting(text: str) -> tuple[str, float]:
+    """``METHOD=X`` → (METHOD, X)."""
+    method, _, value = text.partition("=")
+    try:
+        return method, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--beta takes METHOD=X, e.g. kl=0.15, got {text!r}") from None
+
+
+# What each experiment's confirmatory run decides: the summary entry, and the side of 0 its 95%
+# interval must lie on. Fixed here, in code, before any confirmatory policy trains.
+PRIMARY = {
+    "uncertainty": ("var_kl_minus_kl.variance", "negative", "variance of gold reward across policies, var-KL minus KL"),
+    "cleaning": ("cleaned_minus_noisy", "positive", "gold reward, cleaned-label reward model minus noisy"),
+    "pm": ("kl_gap_change", "same sign as the optimum's", "KL policies' gold gap (unbiased − biased reference) at the "
+           "smallest β minus at the largest β"),
+    "overopt": ("gold_fall", "negative", "gold reward in the last √KL bin minus in the exploratory run's peak bin"),
+}
+
+
+def summary_entry(summary: dict, dotted: str) -> dict:
+    for part in dotted.split("."):
+        summary = summary[part]
+    return summary
+
+
+def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], explored: dict) -> dict:
+    """The confirmatory run's plan, read from the exploratory result: its β per arm (the arms it
+    matched, or its fixed β), the statistic and the predicted side. Seeds must be new."""
+    used = set(explored.get("seeds") or [])
+    for arm in explored.get("arms", {}).values():
+        used |= {int(name.rsplit("seed", 1)[1]) for name in arm}
+    used |= {int(k) for k in explored.get("runs", {})}
+    if used & set(seeds):
+        raise SystemExit(f"--confirm: seeds {sorted(used & set(seeds))} were used by the exploratory run "
+                         f"{exploratory_path}: give fresh --seeds")
+    key, side, words = PRIMARY[experiment]
+    plan = {"exploratory": str(exploratory_path), "exploratory_command": explored.get("command"),
+            "exploratory_seeds": sorted(used), "seeds": seeds, "statistic": key, "meaning": words,
+            "decision": f"confirmed when the 95% interval lies entirely {side} of 0"}
+    if experiment == "pm":
+        change = explored["summary"]["kl_optimum_gap_change"]["value"]
+        plan["prediction"] = "positive" if change > 0 else "negative"
+    else:
+        plan["prediction"] = side
+    if "matched_arms" in explored:
+        plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
+    if experiment == "overopt":
+        plan["peak_sqrt_kl"] = explored["summary"]["gold_peak_sqrt_kl"]
+    plan["exploratory_value"] = summary_entry(explored["summary"], key)
+    return plan
+
+
+def verdict(summary: dict, plan: dict) -> dict:
+    entry = summary_entry(summary, plan["statistic"])
+    lo, hi = entry["ci95"]
+    holds = lo > 0 if plan["prediction"] == "positive" else hi < 0
+    return {"statistic": plan["statistic"], "value": entry["value"], "ci95": entry["ci95"],
+            "prediction": plan["prediction"], "verdict": "confirmed" if holds else "not confirmed"}
 
 
 def main(argv=None) -> dict:
@@ -538,15 +791,30 @@ def main(argv=None) -> dict:
     ap.add_argument("experiment", choices=["build", "step-cost", "overopt", "uncertainty", "pm", "cleaning"])
     ap.add_argument("--world", default="bench-out/synth_world")
     ap.add_argument("--steps", type=int, default=60, help="PPO steps per policy")
-    ap.add_argument("--policies", type=int, default=20, help="policies per arm (uncertainty: per method, cycling over the heads)")
+    ap.add_argument("--seeds", type=seed_range, default=None, metavar="A:B",
+                    help="policy seeds A ... B-1 (uncertainty: every reward model with every seed); default 0:5 "
+                         "(uncertainty: as many as --policies needs)")
+    ap.add_argument("--policies", type=int, default=None,
+                    help="uncertainty: the first N (reward model, seed) policies; pm, cleaning: seeds 0:N")
+    ap.add_argument("--beta", type=beta_setting, action="append", default=[], metavar="METHOD=X",
+                    help="run METHOD's arm at this β instead of tuning it (repeat for several β: the frontier)")
+    ap.add_argument("--confirm", metavar="EXPLORATORY_JSON",
+                    help="a confirmatory run: β, statistic and prediction are read from this exploratory result "
+                         "and written to the result before any policy trains; --seeds must be new")
+    ap.add_argument("--construction", choices=["heads", "models"], default="heads",
+                    help="uncertainty: the reward models are linear heads on one backbone, or independently "
+                         "trained reward models")
     ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
     ap.add_argument("--kl-tolerance", type=float, default=0.1, help="relative gap between arms' mean KLs accepted as matched")
     ap.add_argument("--kl-rounds", type=int, default=4, help="arm runs per method at most while matching the KL")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
-    ap.add_argument("--seeds", type=int, default=5, help="overopt: policies")
+    ap.add_argument("--replicates", type=int, default=1,
+                    help="cleaning: reward models per label set, each from its own draw of noisy pairs")
+    ap.add_argument("--proxy-pairs", type=int, default=None, help="overopt: train the proxy on only this many noisy pairs")
+    ap.add_argument("--strength-model", default="minilm", help="cleaning replicates: strength's --model")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--result", default=None, help="result JSON (default results/synth_world_<experiment>_cpu.json)")
+    ap.add_argument("--result", default=None, help="result JSON (default results/synth_world_<experiment>[_confirm]_cpu.json)")
     ap.add_argument("--no-figure", action="store_true")
     a = ap.parse_args(argv)
     import torch
@@ -556,22 +824,78 @@ def main(argv=None) -> dict:
     if a.experiment == "build":
         build(world)
         return {}
-    path = Path(a.result) if a.result else RESULTS / f"synth_world_{a.experiment.replace('-', '_')}_cpu.json"
+    a.fixed_betas = {}
+    for method, beta in a.beta:
+        a.fixed_betas.setdefault(method, []).append(beta)
+    tag = a.experiment.replace("-", "_") + ("_confirm" if a.confirm else "")
+    path = Path(a.result) if a.result else RESULTS / f"synth_world_{tag}_cpu.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result["command"] = "python benchmarks/synth_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if a.confirm:
+        if a.seeds is None:
+            raise SystemExit("--confirm needs --seeds A:B, seeds the exploratory run never used")
+        plan = protocol_from(a.experiment, Path(a.confirm), a.seeds, json.loads(Path(a.confirm).read_text()))
+        if "protocol" in result and result["protocol"] != plan:
+            raise SystemExit(f"{path} holds a confirmatory run with another protocol: it is not changed once fixed")
+        result["protocol"] = plan
+        for method, beta in plan.get("betas", {}).items():
+            a.fixed_betas[method] = [beta]
+        if a.experiment == "pm":
+            a.betas = json.loads(Path(a.confirm).read_text())["betas_run"]
+        save_json(path, result)  # the plan is on disk before the first confirmatory policy trains
+    a.seed_list = a.seeds or (list(range(a.policies)) if a.policies and a.experiment in ("pm", "cleaning")
+                              else list(range(5)) if a.experiment != "uncertainty" else None)
+    if a.experiment == "uncertainty" and a.seed_list is None:
+        heads = ensemble_size(world / ("ensemble" if a.construction == "heads" else "ensemble-models"))
+        a.seed_list = list(range(math.ceil((a.policies or 20) / heads)))
+        a.policies = a.policies or 20
+    elif a.experiment == "uncertainty" and a.seeds is not None:
+        a.policies = None  # every reward model with every seed
     if a.experiment == "step-cost":
         result.update(step_cost(world))
     elif a.experiment == "overopt":
-        overopt(world, result, path, seeds=a.seeds, steps=a.steps)
-        result["summary"] = overopt_summary(result)
+        overopt(world, result, path, seeds=a.seed_list, steps=a.steps, proxy_pairs=a.proxy_pairs)
+        peak = result.get("protocol", {}).get("peak_sqrt_kl")
+        result["summary"] = overopt_summary(result, a.seed_list, peak_sqrt_kl=peak)
     else:
         {"uncertainty": uncertainty, "pm": pm, "cleaning": cleaning}[a.experiment](world, result, path, a)
+    if a.confirm:
+        result["verdict"] = verdict(result["summary"], result["protocol"])
     save_json(path, result)
     if not a.no_figure and a.experiment != "step-cost":
         FIGURES.mkdir(parents=True, exist_ok=True)
-        figure(a.experiment, result, FIGURES / f"synth_world_{a.experiment}.png")
-    print(json.dumps(result.get("summary", {k: v for k, v in result.items() if k != "arms"}), indent=1)[:4000])
+        figure(a.experiment, result, FIGURES / f"synth_world_{tag}.png")
+        if a.experiment == "uncertainty":
+            frontier_figure(result, FIGURES / f"synth_world_{tag}_frontier.png")
+    print(json.dumps(result.get("verdict", {}) | {"summary": result.get("summary", {})}, indent=1)[:4000])
     return result
+
+
+def frontier_figure(result: dict, png: Path) -> None:
+    """Variance of gold reward across policies against mean and median KL, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    frontier = result["summary"]["frontier"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for method, colour in (("kl", "tab:blue"), ("var-kl", "tab:orange")):
+        points = sorted((v for k, v in frontier.items() if k.split("@")[0] == method), key=lambda v: v["kl"])
+        for ax, x in zip(axes, ("kl", "kl_median")):
+            ys = [p["variance_across_policies"] for p in points]
+            err = [[y - p["variance_across_policies_ci95"][0] for y, p in zip(ys, points)],
+                   [p["variance_across_policies_ci95"][1] - y for y, p in zip(ys, points)]]
+            ax.errorbar([p[x] for p in points], ys, yerr=err, marker="o", capsize=3, color=colour, label=method)
+    axes[0].set(xlabel="mean KL to the reference (nats)", ylabel="variance of gold reward across policies (95% CI)")
+    axes[1].set(xlabel="median KL to the reference (nats)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"synth world: variance–KL frontier ({result.get('construction', 'heads')})")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
 
 
 def figure(experiment: str, result: dict, png: Path) -> None:
@@ -611,9 +935,10 @@ def figure(experiment: str, result: dict, png: Path) -> None:
                 axes[1].errorbar([i], [pmrow["mean"]], yerr=[[pmrow["mean"] - pmrow["mean_ci95"][0]],
                                                            [pmrow["mean_ci95"][1] - pmrow["mean"]]], marker="o", capsize=4)
             else:
+                ci = row.get("variance_ci95") or row["variance_across_policies_ci95"]
                 axes[1].errorbar([i], [row["variance_across_policies"]],
-                                 yerr=[[row["variance_across_policies"] - row["variance_ci95"][0]],
-                                       [row["variance_ci95"][1] - row["variance_across_policies"]]], marker="o", capsize=4)
+                                 yerr=[[row["variance_across_policies"] - ci[0]], [ci[1] - row["variance_across_policies"]]],
+                                 marker="o", capsize=4)
         for ax in axes:
             ax.set_xticks(range(len(arms)))
             short = lambda a: a.replace("-unbiased", " unbiased").replace("-biased", " biased").replace("-beta", ", β ")

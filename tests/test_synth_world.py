@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 import shutil
 import statistics
@@ -87,16 +88,30 @@ def _bench():
 @pytest.fixture(scope="module")
 def mini_world(world_policy, tmp_path_factory) -> Path:
     """The benchmark's world directory at miniature size: the test policy as both references, a
-    2-head ensemble trained for one epoch, a few prompts."""
+    2-head ensemble trained for one epoch, two independently trained reward models, noisy /
+    cleaned / gold-label reward models (and a second data draw's, copied), a few prompts."""
+    from rlhfkit.cli import app  # noqa: F401  (in-process runs below through conftest's cli)
+    from conftest import cli
+
     world = tmp_path_factory.mktemp("mini-world")
     shutil.copytree(world_policy, world / "policy")
     shutil.copytree(world_policy, world / "policy-negative")
-    pairs = list(synth.pairs(200, 0.2, seed=0))
-    (world / "noisy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
-    p = subprocess.run([sys.executable, "-m", "rlhfkit", "ensemble", str(world / "noisy.jsonl"), "--model",
-                        str(world / "policy"), "--heads", "2", "--epochs", "1", "--out", str(world / "ensemble")],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr[-2000:]
+    for name, noise, seed in (("noisy", 0.2, 0), ("cleaned", 0.1, 0), ("gold-labels", 0.0, 0)):
+        (world / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in synth.pairs(120, noise, seed=seed)))
+    r = cli("ensemble", world / "noisy.jsonl", "--model", world / "policy", "--heads", 2, "--epochs", 1,
+            "--out", world / "ensemble")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    train = ["--model", world / "policy", "--epochs", 1, "--batch-size", 32, "--lr", "1e-3", "--save-steps", 0]
+    for name, data, seed in (("rm-noisy", "noisy", 0), ("rm-cleaned", "cleaned", 0), ("rm-gold-labels", "gold-labels", 0),
+                             ("rm-noisy-seed1", "noisy", 1), ("rm-noisy-seed2", "noisy", 2)):
+        r = cli("train-rm", world / f"{data}.jsonl", *train, "--seed", seed, "--out", world / name)
+        assert r.exit_code == 0, r.stderr[-2000:]
+    r = cli("ensemble", "--members", world / "rm-noisy-seed1", "--members", world / "rm-noisy-seed2",
+            "--out", world / "ensemble-models")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    for name in ("noisy", "cleaned", "gold-labels"):  # a second data draw: here the first one's models, copied
+        shutil.copytree(world / f"rm-{name}", world / "replicate1" / f"rm-{name}")
+        (world / "replicate1" / f"{name}.jsonl").write_text((world / f"{name}.jsonl").read_text())
     prompts = [r["prompt"] for r in synth.pairs(70, 0.0, seed=11)]
     (world / "train-prompts.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n" for t in prompts[:64]))
     (world / "eval-prompts.jsonl").write_text("".join(json.dumps({"prompt": t}) + "\n" for t in prompts[64:]))
@@ -107,66 +122,209 @@ def _policy_means(arm: dict, key: str = "gold") -> list[float]:
     return [statistics.fmean(p[key]) for p in arm.values()]
 
 
-def _check_interval(row: dict, ci_key: str) -> None:
-    lo, hi = row[ci_key]
-    assert lo <= hi
+def _inside(row: dict, key: str) -> None:
+    """The point estimate lies in its own 95% interval (a resampling of the wrong thing breaks this)."""
+    lo, hi = row[key + "_ci95"] if key + "_ci95" in row else row["ci95"]
+    value = row[key] if key in row else row["value"]
+    assert lo - 1e-9 <= value <= hi + 1e-9, (key, value, lo, hi)
 
 
-def test_miniature_uncertainty_experiment(mini_world, tmp_path):
+def _corrected_beta(pilots: dict, beta: float, achieved_kl: float, target: float) -> float:
+    """The matching rule by hand: move log β along the pilots' log KL – log β line to the target."""
+    points = sorted((math.log(float(b)), math.log(max(k, 1e-3))) for b, k in pilots.items())
+    slope = (points[-1][1] - points[0][1]) / (points[-1][0] - points[0][0])
+    slope = slope if slope < -0.05 else -1.0
+    log_beta = math.log(beta) + (math.log(target) - math.log(max(achieved_kl, 1e-3))) / slope
+    return math.exp(min(math.log(100.0), max(math.log(1e-4), log_beta)))
+
+
+def _kl(arm: dict) -> float:
+    return statistics.fmean(_policy_means(arm, "kl"))
+
+
+@pytest.fixture(scope="module")
+def mini_uncertainty(mini_world, tmp_path_factory):
+    """Exploratory uncertainty miniature: 2 heads x 2 seeds per arm, β tuned, then corrected once."""
     bench = _bench()
-    result = bench.main(["uncertainty", "--world", str(mini_world), "--policies", "2", "--steps", "2", "--pilots", "1",
-                         "--kl-tolerance", "1e9", "--result", str(tmp_path / "u.json"), "--no-figure"])
-    assert json.loads((tmp_path / "u.json").read_text())["summary"] == json.loads(json.dumps(result["summary"]))
-    assert set(result["betas"]) == {"kl", "var-kl"} and all(b > 0 for b in result["betas"].values())
+    path = tmp_path_factory.mktemp("u") / "u.json"
+    result = bench.main(["uncertainty", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--pilots", "1",
+                         "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2", "--result", str(path),
+                         "--no-figure"])
+    return result, path
+
+
+def test_miniature_uncertainty_experiment(mini_uncertainty, tmp_path):
+    bench = _bench()
+    result, path = mini_uncertainty
+    assert json.loads(path.read_text())["summary"] == json.loads(json.dumps(result["summary"]))
     assert all(len(p) == 3 for p in result["beta_pilots"].values())
-    assert set(result["matched_arms"]) == {"kl", "var-kl"}
-    arms = {m: result["arms"][k] for m, k in result["matched_arms"].items()}
-    assert all(set(a) == {"head0-seed0", "head1-seed0"} for a in arms.values())
-    for method, key in result["matched_arms"].items():  # each arm is named by its method and the β it ran at
-        assert key.startswith(method + "@") and float(key.split("@")[1]) > 0
-    for arm in result["arms"].values():
-        assert all(len(p["gold"]) == len(p["kl"]) == len(p["pm_divergence"]) == 6 for p in arm.values())
+    names = {f"head{h}-seed{s}" for h in (0, 1) for s in (0, 1)}
+    target = 0.05
+    for method in ("var-kl", "kl"):  # the β correction: a second arm at the β the rule gives, unless the first matched
+        keys = [k for k in result["arms"] if k.startswith(method + "@")]
+        assert all(set(result["arms"][k]) == names for k in keys)
+        if method == "var-kl" or len(keys) == 2:
+            first, second = keys
+            expected = _corrected_beta(result["beta_pilots"][method], float(first.split("@")[1]),
+                                       _kl(result["arms"][first]), target)
+            assert float(second.split("@")[1]) == pytest.approx(expected, rel=1e-3)
+        else:  # near β = 0 both regularisers vanish: the same seeds give var-KL's policies, matched at once
+            assert abs(_kl(result["arms"][keys[0]]) / target - 1) <= 0.001
+        target = _kl(result["arms"][result["matched_arms"]["var-kl"]])
     summary = result["summary"]
     for method in ("kl", "var-kl"):
-        means = _policy_means(arms[method])
+        arm = result["arms"][result["matched_arms"][method]]
+        means = _policy_means(arm)
         row = summary[method]
         assert row["mean"] == pytest.approx(statistics.fmean(means))
         assert row["variance_across_policies"] == pytest.approx(statistics.variance(means))
-        assert row["kl"] == pytest.approx(statistics.fmean(_policy_means(arms[method], "kl")))
-        _check_interval(row, "mean_ci95")
-        _check_interval(row, "variance_ci95")
-        assert row["variance_ci95"][0] >= 0
+        heads = [[statistics.fmean(arm[f"head{h}-seed{s}"]["gold"]) for s in (0, 1)] for h in (0, 1)]
+        head_means = [statistics.fmean(v) for v in heads]
+        assert row["variance_between_reward_models"] == pytest.approx(statistics.pvariance(head_means))
+        assert row["variance_within_reward_models"] == pytest.approx(statistics.fmean(statistics.pvariance(v) for v in heads))
+        assert row["kl_median"] == pytest.approx(statistics.median(_policy_means(arm, "kl")))
+        for key in ("mean", "variance_across_policies", "iqr", "variance_between_reward_models"):
+            _inside(row, key)
     diff = summary["var_kl_minus_kl"]
-    assert diff["mean"]["value"] == pytest.approx(summary["var-kl"]["mean"] - summary["kl"]["mean"])
     assert diff["variance"]["value"] == pytest.approx(
         summary["var-kl"]["variance_across_policies"] - summary["kl"]["variance_across_policies"])
-    assert summary["kl_ratio"] == pytest.approx(summary["var-kl"]["kl"] / summary["kl"]["kl"])
+    assert diff["variance_within_reward_models"]["value"] == pytest.approx(
+        summary["var-kl"]["variance_within_reward_models"] - summary["kl"]["variance_within_reward_models"])
+    _inside(diff["mean"], "value")
     assert set(summary["frontier"]) == set(result["arms"])
     bench.figure("uncertainty", result, tmp_path / "u.png")
-    assert (tmp_path / "u.png").stat().st_size > 0
+    bench.frontier_figure(result, tmp_path / "f.png")
+    assert (tmp_path / "u.png").stat().st_size > 0 and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_confirmatory_run_fixes_its_plan_first_and_refuses_used_seeds(mini_world, mini_uncertainty, tmp_path, monkeypatch):
+    bench = _bench()
+    explored, path = mini_uncertainty
+    confirm = tmp_path / "c.json"
+    with pytest.raises(SystemExit, match="seeds \\[1\\] were used"):
+        bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(path), "--seeds", "1:3",
+                    "--steps", "2", "--result", str(confirm), "--no-figure"])
+    real_run_arm, seen = bench.run_arm, []
+
+    def run_arm(result, out, *args, **kwargs):
+        seen.append(json.loads(Path(out).read_text())["protocol"])  # on disk before any policy trains
+        return real_run_arm(result, out, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "run_arm", run_arm)
+    result = bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(path), "--seeds", "2:3",
+                         "--steps", "2", "--result", str(confirm), "--no-figure"])
+    plan = seen[0]
+    assert plan["betas"] == {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
+    assert plan["seeds"] == [2] and plan["exploratory_seeds"] == [0, 1] and plan["prediction"] == "negative"
+    assert set(result["arms"]) == {f"{m}@{b}" for m, b in plan["betas"].items()}  # no tuning, no matching
+    v = result["verdict"]
+    lo, hi = result["summary"]["var_kl_minus_kl"]["variance"]["ci95"]
+    assert v["verdict"] == ("confirmed" if hi < 0 else "not confirmed")
+    changed = json.loads(path.read_text())
+    changed["matched_arms"]["kl"] = "kl@9.0"
+    (tmp_path / "other.json").write_text(json.dumps(changed))
+    with pytest.raises(SystemExit, match="another protocol"):
+        bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(tmp_path / "other.json"), "--seeds", "2:3",
+                    "--steps", "2", "--result", str(confirm), "--no-figure"])
+
+
+def test_miniature_uncertainty_with_independently_trained_reward_models(mini_world, tmp_path):
+    bench = _bench()
+    result = bench.main(["uncertainty", "--world", str(mini_world), "--construction", "models", "--seeds", "0:1",
+                         "--steps", "2", "--beta", "var-kl=0.5", "--beta", "var-kl=0.2", "--beta", "kl=0.3",
+                         "--result", str(tmp_path / "m.json"), "--no-figure"])
+    assert set(result["arms"]) == {"var-kl@0.5", "var-kl@0.2", "kl@0.3"}  # the frontier: fixed β, no tuning
+    assert result["construction"] == "models" and result["summary"]["var-kl"]["reward_models"] == 2
+    assert result["summary"]["frontier"]["var-kl@0.2"]["kl"] == pytest.approx(_kl(result["arms"]["var-kl@0.2"]))
 
 
 def test_miniature_pm_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["pm", "--world", str(mini_world), "--policies", "2", "--steps", "2", "--betas", "1.0",
+    result = bench.main(["pm", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--betas", "1.0", "0.1",
                          "--result", str(tmp_path / "pm.json"), "--no-figure"])
     arms = result["arms"]
-    assert set(arms) == {f"{r}-{ref}-beta1.0" for r in ("kl", "pm", "cpm") for ref in ("unbiased", "biased")}
+    assert set(arms) == {f"{r}-{ref}-beta{b}" for r in ("kl", "pm", "cpm") for ref in ("unbiased", "biased") for b in (1.0, 0.1)}
     summary = result["summary"]
     for name, arm in arms.items():
         assert summary[name]["pm_divergence"]["mean"] == pytest.approx(statistics.fmean(_policy_means(arm, "pm_divergence")))
         assert all(v >= -1e-9 for p in arm.values() for v in p["pm_divergence"])  # a KL divergence
-    for reg in ("kl", "pm", "cpm"):
-        gap = summary[f"bias_gap-{reg}-beta1.0"]
-        assert gap["value"] == pytest.approx(summary[f"{reg}-unbiased-beta1.0"]["gold"]["mean"]
-                                             - summary[f"{reg}-biased-beta1.0"]["gold"]["mean"])
-        assert gap["ci95"][0] <= gap["ci95"][1]
-    for reg in ("pm", "cpm"):
-        d = summary[f"{reg}_minus_kl-unbiased-beta1.0"]
-        assert d["value"] == pytest.approx(summary[f"{reg}-unbiased-beta1.0"]["pm_divergence"]["mean"]
-                                           - summary["kl-unbiased-beta1.0"]["pm_divergence"]["mean"])
+    gap = lambda b: (summary[f"kl-unbiased-beta{b}"]["gold"]["mean"] - summary[f"kl-biased-beta{b}"]["gold"]["mean"])
+    for b in (1.0, 0.1):
+        assert summary[f"kl_gap-beta{b}"]["value"] == pytest.approx(gap(b))
+        opt = summary["kl_optimum"]
+        closed = opt[f"unbiased-beta{b}"]["gold_kl_optimum"] - opt[f"biased-beta{b}"]["gold_kl_optimum"]
+        assert summary[f"kl_optimum_gap-beta{b}"]["value"] == pytest.approx(closed)
+        assert summary[f"kl_gap_minus_optimum-beta{b}"]["value"] == pytest.approx(gap(b) - closed)
+        _inside(summary[f"kl_gap-beta{b}"], "value")
+        lo, hi = summary[f"kl_optimum_gap-beta{b}"]["ci95"]
+        assert lo < hi  # the reweighting's own uncertainty is resampled
+    assert summary["kl_gap_change"]["value"] == pytest.approx(gap(0.1) - gap(1.0))
+    theory = json.loads((tmp_path / "pm.json").read_text())["kl_optimum"]["unbiased-beta1.0"]
+    gold = [g for gs in theory["gold_by_prompt"] for g in gs]  # the optimum by hand: weights exp(r / β)
+    w = [math.exp(g / 1.0) for g in gold]
+    assert theory["gold_kl_optimum"] == pytest.approx(sum(a * g for a, g in zip(w, gold)) / sum(w))
     bench.figure("pm", result, tmp_path / "pm.png")
     assert (tmp_path / "pm.png").stat().st_size > 0
+
+
+def test_miniature_cleaning_experiment(mini_world, tmp_path):
+    bench = _bench()
+    result = bench.main(["cleaning", "--world", str(mini_world), "--seeds", "0:4", "--replicates", "2", "--steps", "2",
+                         "--pilots", "1", "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2",
+                         "--result", str(tmp_path / "c.json"),
+                         "--no-figure"])
+    keys = [k for k in result["arms"] if k.startswith("noisy@")]
+    assert len(keys) == 2  # the β correction ran
+    assert float(keys[1].split("@")[1]) == pytest.approx(
+        _corrected_beta(result["beta_pilots"]["noisy"], float(keys[0].split("@")[1]), _kl(result["arms"][keys[0]]), 0.05), rel=1e-3)
+    summary = result["summary"]
+    arms = {d: result["arms"][k] for d, k in result["matched_arms"].items()}
+    mean = {d: statistics.fmean(_policy_means(a)) for d, a in arms.items()}
+    assert summary["cleaned_minus_noisy"]["value"] == pytest.approx(mean["cleaned"] - mean["noisy"])
+    share = summary["share_of_oracle_gain"]
+    assert share["value"] == pytest.approx((mean["cleaned"] - mean["noisy"]) / (mean["gold-labels"] - mean["noisy"]))
+    assert summary["noisy"]["reward_models"] == 2 and summary["noisy"]["policies"] == 4
+    _inside(summary["cleaned_minus_noisy"], "value")
+
+
+def test_miniature_overopt_experiment(mini_world, tmp_path):
+    bench = _bench()
+    result = bench.main(["overopt", "--world", str(mini_world), "--seeds", "0:3", "--steps", "4", "--proxy-pairs", "60",
+                         "--result", str(tmp_path / "o.json"), "--no-figure"])
+    assert result["proxy"] == "rm-noisy-60" and (mini_world / "rm-noisy-60" / "rlhfkit.json").exists()
+    summary = result["summary"]
+    assert set(result["runs"]) == {"0", "1", "2"} and all(len(r) == 4 for r in result["runs"].values())
+    peak = max(summary["bins"], key=lambda b: b["gold"])
+    assert summary["gold_peak_sqrt_kl"] == peak["sqrt_kl"] and summary["gold_at_end"] == summary["bins"][-1]["gold"]
+    fall = summary["gold_fall"]
+    if fall["ci95"] is not None:
+        _inside(fall, "value")
+        assert summary["gold_falls_after_peak"] == (fall["ci95"][1] < 0)
+
+
+def test_variance_parts_and_robust_spreads_by_hand():
+    bench = _bench()
+    parts = bench.variance_parts([1.0, 3.0, 10.0, 14.0], [0, 0, 1, 1])
+    assert parts["between"] == pytest.approx(((2 - 7) ** 2 + (12 - 7) ** 2) / 2)  # group means 2 and 12
+    assert parts["within"] == pytest.approx((1 + 4) / 2)
+    assert parts["between"] + parts["within"] == pytest.approx(statistics.pvariance([1.0, 3.0, 10.0, 14.0]))
+    assert bench.iqr([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2.0)
+    assert bench.trimmed_variance([0.0] + [1.0, 2.0, 3.0] * 3 + [100.0]) == pytest.approx(statistics.variance([1.0, 2.0, 3.0] * 3))
+    with pytest.raises(Exception, match="A:B"):
+        bench.seed_range("3:1")
+
+
+def test_cluster_bootstrap_covers_the_reward_models_spread():
+    """Policies in 4 groups whose means differ (a reward-model effect) and no seed or prompt effect:
+    resampling policies alone would ignore that 4 groups are all the evidence; the cluster interval of
+    the mean is about the groups' standard error wide."""
+    bench = _bench()
+    group_value = [0.0, 1.0, 2.0, 3.0]
+    values = [[group_value[g]] * 3 for g in range(4) for _ in range(10)]
+    groups = [list(range(10 * g, 10 * g + 10)) for g in range(4)]
+    lo, hi = bench.cluster_bootstrap(lambda P, Q: statistics.fmean(bench.policy_means(values, P, Q)), groups, 3, draws=4000)
+    se = statistics.pstdev(group_value) / 2  # sd of group means / sqrt(4 groups)
+    assert lo < 1.5 < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.3)
 
 
 def test_bootstrap_interval_of_a_known_spread():
