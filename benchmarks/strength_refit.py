@@ -13,7 +13,7 @@ then fitted on those features, so they differ only in how the K = 10 members per
 
 Per construction: median std; the std's rank correlation with the distance between the two
 responses' features (what initialisation noise follows); AUROC of the mean for wrong labels
-(`noisy`); median |mean| over the fold models' median |margin| (the scale `clean`'s thresholds
+(`noisy`), and of mean / std; median |mean| over the fold models' median |margin| (the scale `clean`'s thresholds
 see); with synth's gold rewards, Spearman(std, |gold difference|).
 
 The ridge was chosen by a rule fixed before the sweep ran, on synth seed 0 only: the smallest L2
@@ -158,6 +158,8 @@ def report(records: list[dict], folds: list[dict], margins: torch.Tensor) -> dic
         right = [not r["noisy"] for r in records]
         out["auroc_mean"] = round(auroc(mean.tolist(), right), 4)
         out["auroc_fold_models"] = round(auroc(own.tolist(), right), 4)
+        if float(std.min()) > 0:  # a margin measured in its own spread: does it find wrong labels better?
+            out["auroc_mean_over_std"] = round(auroc((mean / std).tolist(), right), 4)
     if all("gold_chosen" in r for r in records):
         gap = torch.tensor([abs(r["gold_chosen"] - r["gold_rejected"]) for r in records])
         out["spearman_std_gold_gap"] = round(spearman(std, gap), 3)
