@@ -603,8 +603,9 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
     theory = result.setdefault("kl_optimum", {})
     for beta in a.betas:
         for ref_name, ref in refs.items():
-            if "gold_by_prompt" not in theory.get(f"{ref_name}-beta{beta}", {}):
-                theory[f"{ref_name}-beta{beta}"] = kl_optimum_gold(ref, eval_prompts, beta)
+            have = theory.get(f"{ref_name}-beta{beta}", {})
+            if "gold_by_prompt" not in have or have["samples"] != a.optimum_samples * len(eval_prompts):
+                theory[f"{ref_name}-beta{beta}"] = kl_optimum_gold(ref, eval_prompts, beta, a.optimum_samples)
                 save_json(path, result)
     summary["kl_optimum"] = {k: {f: v for f, v in t.items() if f != "gold_by_prompt"} for k, t in theory.items()}
     summary.update(bias_versus_optimum(arms, theory, a.betas))
@@ -809,6 +810,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--kl-rounds", type=int, default=4, help="arm runs per method at most while matching the KL")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
+    ap.add_argument("--optimum-samples", type=int, default=8,
+                    help="pm: reference samples per prompt for the KL optimum's importance-weighted estimate")
     ap.add_argument("--replicates", type=int, default=1,
                     help="cleaning: reward models per label set, each from its own draw of noisy pairs")
     ap.add_argument("--proxy-pairs", type=int, default=None, help="overopt: train the proxy on only this many noisy pairs")
