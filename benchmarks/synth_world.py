@@ -225,8 +225,18 @@ def trimmed_variance(values: list[float], share: float = 0.1) -> float:
     return statistics.variance(kept) if len(kept) > 1 else 0.0
 
 
-def policy_means(values: list[list[float]], policies, prompts) -> list[float]:
+def policy_means(values, policies, prompts) -> list[float]:
+    """Each listed policy's mean over the listed prompts (``values``: policies x prompts, lists or a tensor)."""
+    if not isinstance(values, list):
+        return values[list(policies)][:, list(prompts)].mean(1).tolist()
     return [statistics.fmean(values[i][j] for j in prompts) for i in policies]
+
+
+def as_table(rows: list[list[float]]):
+    """Per-policy, per-prompt values as a float64 tensor: the bootstrap's thousands of draws index it fast."""
+    import torch
+
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def arm_table(policies: dict, key: str = "gold") -> tuple[list[list[float]], dict]:
@@ -462,8 +472,8 @@ def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict
     """An arm's mean and spread of gold reward across policies: the variance (sample form), its split
     into between- and within-reward-model parts, the IQR and the 10%-trimmed variance, each with a
     95% interval from the cluster bootstrap (reward models, then seeds, then prompts); KL mean and median."""
-    values = [p[key] for p in policies.values()]
-    n, m = len(values), len(values[0])
+    values = as_table([p[key] for p in policies.values()])
+    n, m = values.shape
     groups = [[i for i in range(n) if group_of[i] == g] for g in sorted(set(group_of))]
     means = lambda P, Q: policy_means(values, P, Q)
     part = lambda name: (lambda P, Q: variance_parts(means(P, Q), [group_of[i] for i in P])[name])
@@ -484,7 +494,7 @@ def paired_spread_difference(a: dict, b: dict, group_of: list[int], statistic) -
     """statistic(arm a) − statistic(arm b), policies paired by name (same reward model and seed), with
     the cluster bootstrap over reward models, seeds and prompts."""
     names = [k for k in a if k in b]
-    va, vb = [a[k]["gold"] for k in names], [b[k]["gold"] for k in names]
+    va, vb = as_table([a[k]["gold"] for k in names]), as_table([b[k]["gold"] for k in names])
     groups = [[i for i in range(len(names)) if group_of[i] == g] for g in sorted(set(group_of))]
     diff = lambda P, Q: statistic(policy_means(va, P, Q), P) - statistic(policy_means(vb, P, Q), P)
     every = list(range(len(names))), list(range(len(va[0])))
@@ -616,7 +626,7 @@ def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int
     """Per β: the KL policies' gold gap (unbiased − biased reference), the optimum's, and their
     difference; and from the largest to the smallest β the change of each. Policies and prompts are
     resampled for the policies' gap, the reference's prompts (with their samples) for the optimum's."""
-    gold = lambda ref, beta: [p["gold"] for p in arms[f"kl-{ref}-beta{beta}"].values()]
+    gold = lambda ref, beta: as_table([p["gold"] for p in arms[f"kl-{ref}-beta{beta}"].values()])
     n, m = len(gold("unbiased", betas[0])), len(gold("unbiased", betas[0])[0])
     mean = lambda v, P, Q: statistics.fmean(policy_means(v, P, Q))
     policy_gap = {b: (lambda P, Q, b=b: mean(gold("unbiased", b), P, Q) - mean(gold("biased", b), P, Q)) for b in betas}
@@ -706,7 +716,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
 def share_of_gain(noisy: dict, cleaned: dict, gold: dict, group_of: list[int]) -> dict:
     """(cleaned − noisy) / (gold-labels − noisy) in gold reward, policies paired by seed (and so by
     data draw), with the cluster bootstrap over draws, seeds and prompts."""
-    v = [[arm[k]["gold"] for k in noisy] for arm in (noisy, cleaned, gold)]
+    v = [as_table([arm[k]["gold"] for k in noisy]) for arm in (noisy, cleaned, gold)]
     groups = [[i for i in range(len(group_of)) if group_of[i] == g] for g in sorted(set(group_of))]
     mean = lambda j, P, Q: statistics.fmean(policy_means(v[j], P, Q))
 
