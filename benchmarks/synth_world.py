@@ -414,7 +414,7 @@ def overopt(world: Path, result: dict, path: Path, seeds: list[int], steps: int,
 
     prompts, _ = world_paths(world)
     proxy = proxy_model(world, proxy_pairs)
-    result["seeds"], result["proxy"], result["proxy_pairs"] = seeds, proxy.name, proxy_pairs or 1000
+    result["seeds"], result["proxy"], result["proxy_pairs"], result["steps"] = seeds, proxy.name, proxy_pairs or 1000, steps
     runs = result.setdefault("runs", {})
     for seed in seeds:
         if str(seed) in runs:
@@ -785,6 +785,7 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
         plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
     if experiment == "overopt":
         plan["peak_sqrt_kl"] = explored["summary"]["gold_peak_sqrt_kl"]
+        plan["proxy_pairs"], plan["steps"] = explored.get("proxy_pairs"), explored.get("steps")
     plan["exploratory_value"] = summary_entry(explored["summary"], key)
     return plan
 
@@ -855,9 +856,12 @@ def main(argv=None) -> dict:
             a.fixed_betas[method] = [beta]
         if a.experiment == "pm":
             a.betas = json.loads(Path(a.confirm).read_text())["betas_run"]
+        if a.experiment == "overopt":  # the same proxy and training length as the exploratory run
+            a.proxy_pairs = plan["proxy_pairs"] if plan["proxy_pairs"] != 1000 else None
+            a.steps = plan["steps"] or a.steps
         save_json(path, result)  # the plan is on disk before the first confirmatory policy trains
-    a.seed_list = a.seeds or (list(range(a.policies)) if a.policies and a.experiment in ("pm", "cleaning")
-                              else list(range(5)) if a.experiment != "uncertainty" else None)
+    a.seed_list = a.seeds or {"pm": list(range(a.policies or 20)), "cleaning": list(range(a.policies or 20)),
+                              "overopt": list(range(5))}.get(a.experiment)
     if a.experiment == "uncertainty" and a.seed_list is None:
         heads = ensemble_size(world / ("ensemble" if a.construction == "heads" else "ensemble-models"))
         a.seed_list = list(range(math.ceil((a.policies or 20) / heads)))
