@@ -187,22 +187,27 @@ def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, see
 
 
 def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile interval of statistic(policy indices, prompt indices) when policies come in groups
-    that share a reward model: groups resampled, then policies within each drawn group, then prompts.
-    The interval then covers the reward models' training, not only the seeds."""
+    """95% percentile interval of statistic(policy indices, prompt indices, group labels) when policies
+    come in groups that share a reward model: whole groups are resampled (each drawn copy its own label,
+    its policies kept as they are), and prompts. The interval then covers the reward models' training,
+    not only the seeds. With one group, each policy is its own group (seeds and prompts resampled)."""
+    if len(groups) < 2:
+        groups = [[i] for g in groups for i in g]
     rng = random.Random(seed)
     values = []
     for _ in range(draws):
         drawn = [groups[rng.randrange(len(groups))] for _ in groups]
-        policies = [g[rng.randrange(len(g))] for g in drawn for _ in g]
-        values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)]))
-    values.sort()
-    return [values[int(0.025 * draws)], values[int(0.975 * draws) - 1]]
+        policies = [i for g in drawn for i in g]
+        labels = [k for k, g in enumerate(drawn) for _ in g]
+        values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)], labels))
+    return interval(values)
 
 
 def variance_parts(means: list[float], group_of: list[int]) -> dict:
     """Population variance of policy means split into between-group (variance of the group means,
-    weighted by size) and within-group (size-weighted mean of the groups' own variances); they sum."""
+    weighted by size) and within-group (size-weighted mean of the groups' own variances); they sum to
+    the population form of the variance. The between part holds the seeds' noise too, divided by the
+    seeds per group: a change in the within part moves it a little."""
     groups: dict[int, list[float]] = {}
     for m, g in zip(means, group_of):
         groups.setdefault(g, []).append(m)
@@ -292,7 +297,8 @@ def reweighted(gold: list[float], beta: float) -> list[float]:
 
 def optimum_draws(theory: dict, beta: float, draws: int = 2000, seed: int = 1) -> list[float]:
     """The optimum's gold reward re-estimated on resamples of the reference's prompts (each prompt
-    with its samples): the reweighting's own uncertainty."""
+    with its samples): the reweighting's own uncertainty. The same seed draws the same prompts for
+    both references (their gap is then paired by prompt)."""
     by_prompt = theory["gold_by_prompt"]
     rng = random.Random(seed)
     out = []
@@ -356,18 +362,18 @@ def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: li
         key = f"{method}@{betas[method]}"
         run_arm(result, path, runs_dir, key, names, lambda name: {**settings_of(name), "beta": betas[method]},
                 prompts, eval_prompts, reference_of)
-        done = [(math.log(float(k.split("@")[1])), math.log(max(mean_kl(a), 1e-3))) for k, a in arms.items()
-                if k.startswith(method + "@")]  # every arm run of this method, whatever its size
-        if abs(mean_kl(arms[key]) / target_kl - 1) <= tolerance:
+        done = [(math.log(float(k.split("@")[1])), math.log(max(mean_kl(only(a, names)), 1e-3))) for k, a in arms.items()
+                if k.startswith(method + "@") and all(n in a for n in names)]  # this run's policies of each arm
+        if abs(mean_kl(only(arms[key], names)) / target_kl - 1) <= tolerance:
             return key
         if len(done) >= 2:
             (x0, y0), (x1, y1) = sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]  # the two nearest the target
             slope = (y1 - y0) / (x1 - x0) if x1 != x0 and (y1 - y0) / (x1 - x0) < 0 else slope
-        x, y = math.log(betas[method]), math.log(max(mean_kl(arms[key]), 1e-3))
+        x, y = math.log(betas[method]), math.log(max(mean_kl(only(arms[key], names)), 1e-3))
         betas[method] = beta_within_bounds(x + (math.log(target_kl) - y) / slope)
         save_json(path, result)
-    keys = [k for k in arms if k.startswith(method + "@") and len(arms[k]) == len(names)]
-    return min(keys, key=lambda k: abs(mean_kl(arms[k]) / target_kl - 1))
+    keys = [k for k in arms if k.startswith(method + "@") and all(n in arms[k] for n in names)]
+    return min(keys, key=lambda k: abs(mean_kl(only(arms[k], names)) / target_kl - 1))
 
 
 # ---------------------------------------------------------------- experiments
@@ -476,12 +482,12 @@ def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict
     n, m = values.shape
     groups = [[i for i in range(n) if group_of[i] == g] for g in sorted(set(group_of))]
     means = lambda P, Q: policy_means(values, P, Q)
-    part = lambda name: (lambda P, Q: variance_parts(means(P, Q), [group_of[i] for i in P])[name])
-    stats = {"mean": lambda P, Q: statistics.fmean(means(P, Q)),
-             "variance_across_policies": lambda P, Q: statistics.variance(means(P, Q)),
+    part = lambda name: (lambda P, Q, L: variance_parts(means(P, Q), L)[name])
+    stats = {"mean": lambda P, Q, L: statistics.fmean(means(P, Q)),
+             "variance_across_policies": lambda P, Q, L: statistics.variance(means(P, Q)),
              "variance_between_reward_models": part("between"), "variance_within_reward_models": part("within"),
-             "iqr": lambda P, Q: iqr(means(P, Q)), "trimmed_variance": lambda P, Q: trimmed_variance(means(P, Q))}
-    every = list(range(n)), list(range(m))
+             "iqr": lambda P, Q, L: iqr(means(P, Q)), "trimmed_variance": lambda P, Q, L: trimmed_variance(means(P, Q))}
+    every = list(range(n)), list(range(m)), group_of
     out = {"policies": n, "reward_models": len(groups)}
     for name, f in stats.items():
         out[name] = f(*every)
@@ -496,8 +502,8 @@ def paired_spread_difference(a: dict, b: dict, group_of: list[int], statistic) -
     names = [k for k in a if k in b]
     va, vb = as_table([a[k]["gold"] for k in names]), as_table([b[k]["gold"] for k in names])
     groups = [[i for i in range(len(names)) if group_of[i] == g] for g in sorted(set(group_of))]
-    diff = lambda P, Q: statistic(policy_means(va, P, Q), P) - statistic(policy_means(vb, P, Q), P)
-    every = list(range(len(names))), list(range(len(va[0])))
+    diff = lambda P, Q, L: statistic(policy_means(va, P, Q), L) - statistic(policy_means(vb, P, Q), L)
+    every = list(range(len(names))), list(range(len(va[0]))), group_of
     return {"value": diff(*every), "ci95": cluster_bootstrap(diff, groups, len(va[0]))}
 
 
@@ -552,15 +558,15 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     for m in methods:
         summary[m] = summary[used[m]]
     a_arm, b_arm = only(arms[used["var-kl"]], names), only(arms[used["kl"]], names)
-    sample_var = lambda means, P: statistics.variance(means)
-    part = lambda name: (lambda means, P: variance_parts(means, [group_of[i] for i in P])[name])
+    sample_var = lambda means, L: statistics.variance(means)
+    part = lambda name: (lambda means, L: variance_parts(means, L)[name])
     summary["var_kl_minus_kl"] = {
-        "mean": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: statistics.fmean(means)),
+        "mean": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: statistics.fmean(means)),
         "variance": paired_spread_difference(a_arm, b_arm, group_of, sample_var),
         "variance_between_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("between")),
         "variance_within_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("within")),
-        "iqr": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: iqr(means)),
-        "trimmed_variance": paired_spread_difference(a_arm, b_arm, group_of, lambda means, P: trimmed_variance(means))}
+        "iqr": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: iqr(means)),
+        "trimmed_variance": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: trimmed_variance(means))}
     summary["frontier"] = {k: {c: summary[k][c] for c in ("kl", "kl_median", "mean", "variance_across_policies",
                                                           "variance_across_policies_ci95", "iqr", "trimmed_variance", "policies")}
                            for k in arms if k in summary}
@@ -635,7 +641,7 @@ def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int
     opt_value = {b: theory[f"unbiased-beta{b}"]["gold_kl_optimum"] - theory[f"biased-beta{b}"]["gold_kl_optimum"]
                  for b in betas}
     opt_draws = {b: [u - v for u, v in zip(optimum_draws(theory[f"unbiased-beta{b}"], b, draws, seed=1),
-                                           optimum_draws(theory[f"biased-beta{b}"], b, draws, seed=2))] for b in betas}
+                                           optimum_draws(theory[f"biased-beta{b}"], b, draws, seed=1))] for b in betas}
     out: dict = {}
     for b in betas:
         out[f"kl_gap-beta{b}"] = {"value": policy_gap[b](*every), "ci95": interval(policy_draws[b])}
@@ -653,15 +659,16 @@ def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int
 
 def cleaning_reward_models(world: Path, replicate: int, strength_model: str) -> dict[str, Path]:
     """The noisy, cleaned and gold-label reward models of one draw of noisy pairs. Replicate 0 is the
-    world's own (built by `build`); replicate r draws its 1,000 pairs with seed r and repeats the
-    default `strength | clean --flip` pipeline and the reward-model training on them."""
+    world's own (built by `build`); replicate r draws its 1,000 pairs anew and repeats the
+    default `strength | clean --flip` pipeline and the reward-model training on them (data seeds 100 + r,
+    apart from the world's test pairs and prompts)."""
     if replicate == 0:
         return {d: world / f"rm-{d}" for d in ("noisy", "cleaned", "gold-labels")}
     folder = world / f"replicate{replicate}"
     folder.mkdir(parents=True, exist_ok=True)
     for name, noise in (("noisy", 0.2), ("gold-labels", 0.0)):
         if not (folder / f"{name}.jsonl").exists():
-            rlhfkit("synth", "--n", 1000, "--noise", noise, "--seed", replicate, "--out", folder / f"{name}.jsonl")
+            rlhfkit("synth", "--n", 1000, "--noise", noise, "--seed", 100 + replicate, "--out", folder / f"{name}.jsonl")
     if not (folder / "cleaned.jsonl").exists():
         strength, _ = rlhfkit("strength", folder / "noisy.jsonl", "--model", strength_model)
         (folder / "strength.jsonl").write_text(strength)
@@ -706,7 +713,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
     result["matched_arms"] = used
     arms = {d: only(result["arms"][k], names) for d, k in used.items()}
     summary = {d: spread_table(arms[d], replicate_of) | {"beta": float(used[d].split("@")[1])} for d in arms}
-    mean = lambda means, P: statistics.fmean(means)
+    mean = lambda means, L: statistics.fmean(means)
     for d in ("cleaned", "gold-labels"):
         summary[f"{d}_minus_noisy"] = paired_spread_difference(arms[d], arms["noisy"], replicate_of, mean)
     summary["share_of_oracle_gain"] = share_of_gain(arms["noisy"], arms["cleaned"], arms["gold-labels"], replicate_of)
@@ -720,7 +727,7 @@ def share_of_gain(noisy: dict, cleaned: dict, gold: dict, group_of: list[int]) -
     groups = [[i for i in range(len(group_of)) if group_of[i] == g] for g in sorted(set(group_of))]
     mean = lambda j, P, Q: statistics.fmean(policy_means(v[j], P, Q))
 
-    def share(P, Q):
+    def share(P, Q, L=None):
         oracle = mean(2, P, Q) - mean(0, P, Q)
         return (mean(1, P, Q) - mean(0, P, Q)) / oracle if oracle else float("nan")
 
@@ -769,18 +776,20 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
     for arm in explored.get("arms", {}).values():
         used |= {int(name.rsplit("seed", 1)[1]) for name in arm}
     used |= {int(k) for k in explored.get("runs", {})}
+    used |= {1000 + i for key in explored.get("beta_pilots", {}).values() for _ in key for i in range(3)}  # pilots
     if used & set(seeds):
         raise SystemExit(f"--confirm: seeds {sorted(used & set(seeds))} were used by the exploratory run "
                          f"{exploratory_path}: give fresh --seeds")
     key, side, words = PRIMARY[experiment]
     plan = {"exploratory": str(exploratory_path), "exploratory_command": explored.get("command"),
             "exploratory_seeds": sorted(used), "seeds": seeds, "statistic": key, "meaning": words,
-            "decision": f"confirmed when the 95% interval lies entirely {side} of 0"}
+            "settings": explored.get("settings")}
     if experiment == "pm":
         change = explored["summary"]["kl_optimum_gap_change"]["value"]
         plan["prediction"] = "positive" if change > 0 else "negative"
     else:
         plan["prediction"] = side
+    plan["decision"] = f"confirmed when the 95% interval lies entirely on the {plan['prediction']} side of 0"
     if "matched_arms" in explored:
         plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
     if experiment == "overopt":
@@ -790,8 +799,19 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
     return plan
 
 
+PLAN_KEYS = ("seeds", "statistic", "prediction", "betas", "peak_sqrt_kl", "proxy_pairs", "steps", "settings")
+
+
+# The design of a run, beyond β and seeds: stored in every result, imposed on its confirmation.
+SETTINGS = {"uncertainty": ("steps", "construction"), "cleaning": ("steps", "replicates", "strength_model"),
+            "pm": ("steps", "optimum_samples"), "overopt": ("steps", "proxy_pairs")}
+
+
 def verdict(summary: dict, plan: dict) -> dict:
     entry = summary_entry(summary, plan["statistic"])
+    if not entry.get("ci95"):
+        return {"statistic": plan["statistic"], "value": entry.get("value"), "ci95": None,
+                "prediction": plan["prediction"], "verdict": "not decided (too few policies for an interval)"}
     lo, hi = entry["ci95"]
     holds = lo > 0 if plan["prediction"] == "positive" else hi < 0
     return {"statistic": plan["statistic"], "value": entry["value"], "ci95": entry["ci95"],
@@ -839,7 +859,11 @@ def main(argv=None) -> dict:
         build(world)
         return {}
     a.fixed_betas = {}
+    methods = {"uncertainty": ("kl", "var-kl"), "cleaning": ("noisy", "cleaned", "gold-labels")}.get(a.experiment, ())
     for method, beta in a.beta:
+        if method not in methods:
+            raise SystemExit(f"--beta {method}={beta}: {a.experiment} has no arm {method!r} to fix "
+                             f"(its arms: {', '.join(methods) or 'none; pm takes --betas'})")
         a.fixed_betas.setdefault(method, []).append(beta)
     tag = a.experiment.replace("-", "_") + ("_confirm" if a.confirm else "")
     path = Path(a.result) if a.result else RESULTS / f"synth_world_{tag}_cpu.json"
@@ -849,9 +873,11 @@ def main(argv=None) -> dict:
         if a.seeds is None:
             raise SystemExit("--confirm needs --seeds A:B, seeds the exploratory run never used")
         plan = protocol_from(a.experiment, Path(a.confirm), a.seeds, json.loads(Path(a.confirm).read_text()))
-        if "protocol" in result and result["protocol"] != plan:
+        if "protocol" in result and any(result["protocol"].get(k) != plan.get(k) for k in PLAN_KEYS):
             raise SystemExit(f"{path} holds a confirmatory run with another protocol: it is not changed once fixed")
-        result["protocol"] = plan
+        result["protocol"] = result.get("protocol", plan)
+        for name, value in (plan.get("settings") or {}).items():  # the exploratory run's design, not the command line's
+            setattr(a, name, value)
         for method, beta in plan.get("betas", {}).items():
             a.fixed_betas[method] = [beta]
         if a.experiment == "pm":
@@ -868,6 +894,7 @@ def main(argv=None) -> dict:
         a.policies = a.policies or 20
     elif a.experiment == "uncertainty" and a.seeds is not None:
         a.policies = None  # every reward model with every seed
+    result["settings"] = {name: getattr(a, name) for name in SETTINGS[a.experiment]} if a.experiment in SETTINGS else None
     if a.experiment == "step-cost":
         result.update(step_cost(world))
     elif a.experiment == "overopt":

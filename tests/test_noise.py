@@ -315,6 +315,9 @@ def test_strength_spread_is_zero_without_resampling_on_a_real_model():
     resampled, _, _ = crossfit.cross_fit(examples, crossfit.CrossFit(**settings))
     assert float(plain.std(1).max()) < 1e-4
     assert float(resampled.std(1).median()) > 100 * max(float(plain.std(1).max()), 1e-6)
+    own = info["fold_model_margins"][:, 0]
+    agree = ((resampled.mean(1) > 0) == (own > 0)).double().mean()
+    assert float(agree) >= 0.9  # the refits keep their fold model's verdict on (nearly) every pair
 
 
 def crossfit_example_synth(row):

@@ -185,6 +185,7 @@ def test_miniature_uncertainty_experiment(mini_uncertainty, tmp_path):
         assert row["kl_median"] == pytest.approx(statistics.median(_policy_means(arm, "kl")))
         for key in ("mean", "variance_across_policies", "iqr", "variance_between_reward_models"):
             _inside(row, key)
+        _inside(row, "variance_within_reward_models")  # whole reward models are resampled, their seeds kept
     diff = summary["var_kl_minus_kl"]
     assert diff["variance"]["value"] == pytest.approx(
         summary["var-kl"]["variance_across_policies"] - summary["kl"]["variance_across_policies"])
@@ -212,10 +213,12 @@ def test_a_confirmatory_run_fixes_its_plan_first_and_refuses_used_seeds(mini_wor
 
     monkeypatch.setattr(bench, "run_arm", run_arm)
     result = bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(path), "--seeds", "2:3",
-                         "--steps", "2", "--result", str(confirm), "--no-figure"])
+                         "--steps", "3", "--result", str(confirm), "--no-figure"])
     plan = seen[0]
+    assert plan["settings"] == {"steps": 2, "construction": "heads"} == result["settings"]  # the exploratory design
     assert plan["betas"] == {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
-    assert plan["seeds"] == [2] and plan["exploratory_seeds"] == [0, 1] and plan["prediction"] == "negative"
+    assert plan["seeds"] == [2] and plan["prediction"] == "negative"
+    assert plan["exploratory_seeds"] == [0, 1, 1000, 1001, 1002]  # the policies' seeds and the β pilots
     assert set(result["arms"]) == {f"{m}@{b}" for m, b in plan["betas"].items()}  # no tuning, no matching
     v = result["verdict"]
     lo, hi = result["summary"]["var_kl_minus_kl"]["variance"]["ci95"]
@@ -256,13 +259,14 @@ def test_miniature_pm_experiment(mini_world, tmp_path):
         assert summary[f"kl_optimum_gap-beta{b}"]["value"] == pytest.approx(closed)
         assert summary[f"kl_gap_minus_optimum-beta{b}"]["value"] == pytest.approx(gap(b) - closed)
         _inside(summary[f"kl_gap-beta{b}"], "value")
-        lo, hi = summary[f"kl_optimum_gap-beta{b}"]["ci95"]
-        assert lo < hi  # the reweighting's own uncertainty is resampled
+        _inside(summary[f"kl_optimum_gap-beta{b}"], "value")
     assert summary["kl_gap_change"]["value"] == pytest.approx(gap(0.1) - gap(1.0))
     theory = json.loads((tmp_path / "pm.json").read_text())["kl_optimum"]["unbiased-beta1.0"]
     gold = [g for gs in theory["gold_by_prompt"] for g in gs]  # the optimum by hand: weights exp(r / β)
     w = [math.exp(g / 1.0) for g in gold]
     assert theory["gold_kl_optimum"] == pytest.approx(sum(a * g for a, g in zip(w, gold)) / sum(w))
+    draws = bench.optimum_draws(theory, 1.0, draws=200)  # the reweighting's own uncertainty is resampled
+    assert min(draws) < theory["gold_kl_optimum"] < max(draws)
     bench.figure("pm", result, tmp_path / "pm.png")
     assert (tmp_path / "pm.png").stat().st_size > 0
 
@@ -312,6 +316,8 @@ def test_variance_parts_and_robust_spreads_by_hand():
     assert bench.trimmed_variance([0.0] + [1.0, 2.0, 3.0] * 3 + [100.0]) == pytest.approx(statistics.variance([1.0, 2.0, 3.0] * 3))
     with pytest.raises(Exception, match="A:B"):
         bench.seed_range("3:1")
+    with pytest.raises(SystemExit, match="no arm 'varkl'"):  # a typo would silently tune β instead
+        bench.main(["uncertainty", "--beta", "varkl=0.3", "--world", "no-world", "--no-figure"])
 
 
 def test_cluster_bootstrap_covers_the_reward_models_spread():
@@ -322,7 +328,7 @@ def test_cluster_bootstrap_covers_the_reward_models_spread():
     group_value = [0.0, 1.0, 2.0, 3.0]
     values = [[group_value[g]] * 3 for g in range(4) for _ in range(10)]
     groups = [list(range(10 * g, 10 * g + 10)) for g in range(4)]
-    lo, hi = bench.cluster_bootstrap(lambda P, Q: statistics.fmean(bench.policy_means(values, P, Q)), groups, 3, draws=4000)
+    lo, hi = bench.cluster_bootstrap(lambda P, Q, L: statistics.fmean(bench.policy_means(values, P, Q)), groups, 3, draws=4000)
     se = statistics.pstdev(group_value) / 2  # sd of group means / sqrt(4 groups)
     assert lo < 1.5 < hi and (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.3)
 

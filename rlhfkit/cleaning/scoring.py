@@ -1,6 +1,6 @@
 """Scoring (prompt, response) pairs with a reward model or ensemble directory.
 
-Ensembles are built in ``rlhfkit.ensemble``; they are read here. ``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
+Ensembles are built in ``rlhfkit.cleaning.ensemble``; they are read here. ``load_scorer`` returns an object whose ``score`` gives an N x K tensor: K = 1 for a reward model,
 K heads for an ensemble, so every stage that reads rewards treats both alike.
 """
 
@@ -66,7 +66,13 @@ class EnsembleScorer:
             self.heads = len(self.member_dirs)
             # Bradley–Terry fixes each member's rewards only up to a constant: centred on the mean reward
             # of its own training data, the members' spread is their disagreement, not their offsets
-            self.offsets = [float(read_meta(m).get("reward_mean") or 0.0) for m in self.member_dirs]
+            means = [read_meta(m).get("reward_mean") for m in self.member_dirs]
+            self.offsets = [float(x) for x in means] if all(x is not None for x in means) else [0.0] * len(means)
+            if any(x is None for x in means) and any(x is not None for x in means):
+                import sys
+
+                print(f"{directory}: some members record no training mean reward (not trained by rlhfkit "
+                      "train-rm): no member is centred, so their spread includes their offsets", file=sys.stderr)
             return
         from safetensors.torch import load_file
 
