@@ -925,8 +925,8 @@ def frontier_figure(result: dict, png: Path) -> None:
     frontier = result["summary"]["frontier"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for method, colour in (("kl", "tab:blue"), ("var-kl", "tab:orange")):
-        points = sorted((v for k, v in frontier.items() if k.split("@")[0] == method), key=lambda v: v["kl"])
         for ax, x in zip(axes, ("kl", "kl_median")):
+            points = sorted((v for k, v in frontier.items() if k.split("@")[0] == method), key=lambda v: v[x])
             ys = [p["variance_across_policies"] for p in points]
             err = [[y - p["variance_across_policies_ci95"][0] for y, p in zip(ys, points)],
                    [p["variance_across_policies_ci95"][1] - y for y, p in zip(ys, points)]]
