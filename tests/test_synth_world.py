@@ -273,7 +273,7 @@ def test_miniature_pm_experiment(mini_world, tmp_path):
 
 def test_miniature_cleaning_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["cleaning", "--world", str(mini_world), "--seeds", "0:4", "--replicates", "2", "--steps", "2",
+    result = bench.main(["cleaning", "--world", str(mini_world), "--seeds", "0:2", "--replicates", "2", "--steps", "2",
                          "--pilots", "1", "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2",
                          "--result", str(tmp_path / "c.json"),
                          "--no-figure"])
@@ -287,7 +287,7 @@ def test_miniature_cleaning_experiment(mini_world, tmp_path):
     assert summary["cleaned_minus_noisy"]["value"] == pytest.approx(mean["cleaned"] - mean["noisy"])
     share = summary["share_of_oracle_gain"]
     assert share["value"] == pytest.approx((mean["cleaned"] - mean["noisy"]) / (mean["gold-labels"] - mean["noisy"]))
-    assert summary["noisy"]["reward_models"] == 2 and summary["noisy"]["policies"] == 4
+    assert summary["noisy"]["reward_models"] == 2 and summary["noisy"]["policies"] == 2
     _inside(summary["cleaned_minus_noisy"], "value")
 
 
