@@ -204,7 +204,7 @@ class FoldStore:
 def cross_fit(examples: Sequence[Example], cfg: CrossFit, advance=None,
               store: FoldStore | None = None) -> tuple[torch.Tensor, list[list[int]], dict]:
     """N x members out-of-sample margins (round by round, K heads each), the fold of every pair in
-    every round, and timing/info (``seconds_spread``: the part spent on the spread heads' features
+    every round, and timing/info (``seconds_spread``: the part spent on the refits' features
     and fitting; ``fold_model_margins``: N x rounds margins of the fold models' own heads). With
     ``store``, folds it holds are read instead of trained, and each fold trained is saved."""
     from ..rewards.train import TrainConfig, fit_reward_model

@@ -45,10 +45,12 @@ def strength(
     strength_mean is the reward margin r(chosen) - r(rejected) in the order the record gives,
     averaged over members that never trained on that pair: k-fold cross-fitting of --model (one
     fine-tuned reward model per fold and round), so a negative mean means models that had not
-    seen the pair prefer the other response. The members are --heads linear heads per fold, each
-    fitted on a bootstrap resample of the fold's training pairs (features of its fold model) and
-    scoring only the held-out fold; strength_margins holds their K x rounds margins and
-    strength_std their spread (population form), which marks pairs the resamples disagree on.
+    seen the pair prefer the other response. The members are --heads refits per fold of the fold
+    model's own head, each solved to convergence on a bootstrap resample of the fold's training
+    pairs and scoring only the held-out fold; strength_margins holds their K x rounds margins and
+    strength_std their spread (population form): how far the margin moves when the training
+    pairs are redrawn (0 without resampling, whatever the start). It grows with how different
+    the two responses are, so it is not a measure of doubt about the label.
     The summary gives the noise rate
     estimated from the margins (see `clean`), quantiles, the time taken, and, when records carry
     synth's `noisy` flag, the AUROC of -mean and the calibration of P(label wrong); these flags
