@@ -308,16 +308,14 @@ def test_refits_differ_by_their_resamples_not_their_starts():
 
 def test_strength_spread_is_zero_without_resampling_on_a_real_model():
     """tiny-bert fold models: the members' std is ~0 when the refits see the fold's pairs as they are,
-    and clearly positive on bootstrap resamples; the mean keeps the fold models' margins' sign."""
+    and clearly positive on bootstrap resamples. (Whether the refits keep the fold models' ranking is
+    measured at scale, by benchmarks/strength_refit.py: an untrained tiny model's margins are ~0.)"""
     examples = [crossfit_example_synth(x) for x in synth.pairs(24, 0.2, seed=4)]
     settings = dict(model="tiny-bert", folds=2, epochs=1, heads=4)
     plain, _, info = crossfit.cross_fit(examples, crossfit.CrossFit(**settings, resample=False))
     resampled, _, _ = crossfit.cross_fit(examples, crossfit.CrossFit(**settings))
     assert float(plain.std(1).max()) < 1e-4
     assert float(resampled.std(1).median()) > 100 * max(float(plain.std(1).max()), 1e-6)
-    own = info["fold_model_margins"][:, 0]
-    agree = ((resampled.mean(1) > 0) == (own > 0)).double().mean()
-    assert float(agree) >= 0.9  # the refits keep their fold model's verdict on (nearly) every pair
 
 
 def crossfit_example_synth(row):
