@@ -908,9 +908,10 @@ def main(argv=None) -> dict:
     save_json(path, result)
     if not a.no_figure and a.experiment != "step-cost":
         FIGURES.mkdir(parents=True, exist_ok=True)
-        figure(a.experiment, result, FIGURES / f"synth_world_{tag}.png")
+        name = path.stem.removesuffix("_cpu")  # a figure per result file: another --result does not overwrite it
+        figure(a.experiment, result, FIGURES / f"{name}.png")
         if a.experiment == "uncertainty":
-            frontier_figure(result, FIGURES / f"synth_world_{tag}_frontier.png")
+            frontier_figure(result, FIGURES / f"{name}_frontier.png")
     print(json.dumps(result.get("verdict", {}) | {"summary": result.get("summary", {})}, indent=1)[:4000])
     return result
 
