@@ -243,7 +243,7 @@ def test_miniature_uncertainty_with_independently_trained_reward_models(mini_wor
 
 def test_miniature_pm_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["pm", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--betas", "1.0", "0.1",
+    result = bench.main(["pm", "--world", str(mini_world), "--seeds", "0:1", "--steps", "2", "--betas", "1.0", "0.1",
                          "--result", str(tmp_path / "pm.json"), "--no-figure"])
     arms = result["arms"]
     assert set(arms) == {f"{r}-{ref}-beta{b}" for r in ("kl", "pm", "cpm") for ref in ("unbiased", "biased") for b in (1.0, 0.1)}
