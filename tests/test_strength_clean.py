@@ -191,6 +191,11 @@ def test_members_are_centred_so_their_spread_is_disagreement_not_offsets(tmp_pat
     rec = read_jsonl(cli("score", data, "--reward", tmp_path / "m").stdout)[0]
     assert rec["reward_std_chosen"] == pytest.approx(0.0, abs=1e-4)
     assert rec["rewards_chosen"][0] == pytest.approx(raw[0] - json.loads((tmp_path / "rm0" / "rlhfkit.json").read_text())["reward_mean"], abs=1e-4)
+    del meta["reward_mean"]  # a member that records no training mean: none is centred, and stderr says so
+    meta_path.write_text(json.dumps(meta))
+    r = cli("score", data, "--reward", tmp_path / "m")
+    assert "no member is centred" in r.stderr
+    assert read_jsonl(r.stdout)[0]["reward_std_chosen"] == pytest.approx(5.0 / 2 ** 0.5, abs=1e-3)  # the offset shows
 
 
 # ---------------------------------------------------------------- through the CLI
