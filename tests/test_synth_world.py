@@ -262,8 +262,9 @@ def test_miniature_pm_experiment(mini_world, tmp_path):
         _inside(summary[f"kl_optimum_gap-beta{b}"], "value")
     assert summary["kl_gap_change"]["value"] == pytest.approx(gap(0.1) - gap(1.0))
     theory = json.loads((tmp_path / "pm.json").read_text())["kl_optimum"]["unbiased-beta1.0"]
-    gold = [g for gs in theory["gold_by_prompt"] for g in gs]  # the optimum by hand: weights exp(r / β)
-    w = [math.exp(g / 1.0) for g in gold]
+    gold = [g for pairs in theory["gold_counts_by_prompt"] for g, c in pairs for _ in range(c)]
+    assert len(gold) == theory["samples"]
+    w = [math.exp(g / 1.0) for g in gold]  # the optimum by hand: weights exp(r / β)
     assert theory["gold_kl_optimum"] == pytest.approx(sum(a * g for a, g in zip(w, gold)) / sum(w))
     draws = bench.optimum_draws(theory, 1.0, draws=200)  # the reweighting's own uncertainty is resampled
     assert min(draws) < theory["gold_kl_optimum"] < max(draws)
