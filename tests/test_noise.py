@@ -306,6 +306,19 @@ def test_refits_differ_by_their_resamples_not_their_starts():
     assert (counts.sum(1) == 60).all() and (counts == 0).any()  # resamples of n with replacement
 
 
+def test_an_unconverged_refit_is_reported(monkeypatch, capsys):
+    """A refit stopped after one L-BFGS iteration leaves a gradient: strength says so on stderr (its
+    std would carry the optimiser's path); converged refits say nothing."""
+    examples = [crossfit_example_synth(x) for x in synth.pairs(24, 0.2, seed=4)]
+    settings = crossfit.CrossFit(model="tiny-bert", folds=2, epochs=1, heads=2)
+    crossfit.cross_fit(examples, settings)
+    assert "stopped short" not in capsys.readouterr().err
+    full = crossfit.refit_heads
+    monkeypatch.setattr(crossfit, "refit_heads", lambda *a, **k: full(*a, **{**k, "max_iter": 1}))
+    crossfit.cross_fit(examples, settings)
+    assert "stopped short of their optimum" in capsys.readouterr().err
+
+
 def test_strength_spread_is_zero_without_resampling_on_a_real_model():
     """tiny-bert fold models: the members' std is ~0 when the refits see the fold's pairs as they are,
     and clearly positive on bootstrap resamples. (Whether the refits keep the fold models' ranking is

@@ -343,3 +343,15 @@ def test_bootstrap_interval_of_a_known_spread():
     se = statistics.stdev(range(40)) / 40 ** 0.5
     assert lo < 19.5 < hi
     assert (hi - lo) == pytest.approx(2 * 1.96 * se, rel=0.15)
+
+
+def test_verdict_reads_the_planned_side_and_declines_without_an_interval():
+    bench = _bench()
+    plan = {"statistic": "a.b", "prediction": "negative"}
+    entry = lambda lo, hi: {"a": {"b": {"value": (lo + hi) / 2, "ci95": [lo, hi]}}}
+    assert bench.verdict(entry(-0.3, -0.1), plan)["verdict"] == "confirmed"
+    assert bench.verdict(entry(-0.3, 0.1), plan)["verdict"] == "not confirmed"
+    assert bench.verdict(entry(0.1, 0.3), {**plan, "prediction": "positive"})["verdict"] == "confirmed"
+    assert bench.verdict(entry(-0.1, 0.3), {**plan, "prediction": "positive"})["verdict"] == "not confirmed"
+    undecided = bench.verdict({"a": {"b": {"value": 0.2, "ci95": None}}}, plan)
+    assert undecided["verdict"].startswith("not decided") and undecided["ci95"] is None

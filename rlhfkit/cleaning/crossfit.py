@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +150,9 @@ def head_weights(fitted) -> torch.Tensor:
     return head_linear(fitted.rm.hf).weight.detach().float().reshape(-1).cpu()
 
 
+REFIT_TOLERANCE = 1e-4  # the largest |gradient| a converged refit leaves (about 1e-8 at MiniLM scale)
+
+
 def spread_margins(fitted, train: Sequence[Example], held_features: torch.Tensor, cfg: CrossFit,
                    seed: int) -> torch.Tensor:
     """|held| x K margins of one fold's bootstrap refits of its fold model's head (``refit_heads``);
@@ -156,9 +160,12 @@ def spread_margins(fitted, train: Sequence[Example], held_features: torch.Tensor
     n, h = len(train), len(held_features) // 2
     _, f_train = rewards_and_features(fitted, train, cfg.max_length)
     start = head_weights(fitted)
-    weights, _ = refit_heads(f_train[:n], f_train[n:], start, bootstrap_counts(n, cfg.heads, seed, cfg.resample),
-                             cfg.head_l2, margin=torch.tensor([e.margin or 0.0 for e in train]),
-                             label=torch.tensor([e.label for e in train]))
+    weights, gradient_left = refit_heads(f_train[:n], f_train[n:], start, bootstrap_counts(n, cfg.heads, seed, cfg.resample),
+                                         cfg.head_l2, margin=torch.tensor([e.margin or 0.0 for e in train]),
+                                         label=torch.tensor([e.label for e in train]))
+    if gradient_left > REFIT_TOLERANCE:  # an unconverged refit's spread would carry its optimiser's path again
+        print(f"strength: a fold's head refits stopped short of their optimum (largest gradient left "
+              f"{gradient_left:.1e} > {REFIT_TOLERANCE:.0e}); their std includes optimiser noise", file=sys.stderr)
     return (held_features[:h] - held_features[h:]) @ weights.T
 
 
