@@ -170,11 +170,31 @@ def run_arm(result: dict, path: Path, runs_dir: Path, arm: str, names: list[str]
 
 # ---------------------------------------------------------------- statistics over policies and prompts
 
-def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
-    """statistic(policy indices, prompt indices) over ``draws`` resamples of both, in draw order."""
+def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """statistic(policy indices, prompt indices, group labels) over ``draws`` resamples, in draw order.
+    Policies come in groups that share a reward model: whole groups are resampled (each drawn copy its
+    own label, its policies kept as they are), and prompts, so the spread covers the reward models'
+    training, not only the seeds. With one group, each policy is its own group."""
+    if len(groups) < 2:
+        groups = [[i] for g in groups for i in g]
     rng = random.Random(seed)
-    return [statistic([rng.randrange(n_policies) for _ in range(n_policies)],
-                      [rng.randrange(n_prompts) for _ in range(n_prompts)]) for _ in range(draws)]
+    values = []
+    for _ in range(draws):
+        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
+        policies = [i for g in drawn for i in g]
+        labels = [k for k, g in enumerate(drawn) for _ in g]
+        values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)], labels))
+    return values
+
+
+def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95% percentile interval of ``cluster_draws``."""
+    return interval(cluster_draws(statistic, groups, n_prompts, draws, seed))
+
+
+def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+    """statistic(policy indices, prompt indices) over resamples of policies (each its own group) and prompts."""
+    return cluster_draws(lambda P, Q, L: statistic(P, Q), [[i] for i in range(n_policies)], n_prompts, draws, seed)
 
 
 def interval(values: list[float]) -> list[float]:
@@ -185,23 +205,6 @@ def interval(values: list[float]) -> list[float]:
 def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
     """95% percentile interval of statistic(policy indices, prompt indices), both resampled."""
     return interval(bootstrap_draws(statistic, n_policies, n_prompts, draws, seed))
-
-
-def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
-    """95% percentile interval of statistic(policy indices, prompt indices, group labels) when policies
-    come in groups that share a reward model: whole groups are resampled (each drawn copy its own label,
-    its policies kept as they are), and prompts. The interval then covers the reward models' training,
-    not only the seeds. With one group, each policy is its own group (seeds and prompts resampled)."""
-    if len(groups) < 2:
-        groups = [[i] for g in groups for i in g]
-    rng = random.Random(seed)
-    values = []
-    for _ in range(draws):
-        drawn = [groups[rng.randrange(len(groups))] for _ in groups]
-        policies = [i for g in drawn for i in g]
-        labels = [k for k, g in enumerate(drawn) for _ in g]
-        values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)], labels))
-    return interval(values)
 
 
 def variance_parts(means: list[float], group_of: list[int]) -> dict:
@@ -254,14 +257,6 @@ def arm_table(policies: dict, key: str = "gold") -> tuple[list[list[float]], dic
     every = range(n), range(m)
     return values, {"policies": n, "mean": mean(*every), "mean_ci95": bootstrap(mean, n, m),
                     "variance_across_policies": var(*every), "variance_ci95": bootstrap(var, n, m)}
-
-
-def paired_difference(a: list[list[float]], b: list[list[float]], statistic) -> dict:
-    """statistic(a) − statistic(b) with the policies paired by index (same head / seed) and the prompts
-    shared; both resampled together."""
-    n, m = min(len(a), len(b)), len(a[0])
-    diff = lambda P, Q: statistic(policy_means(a, P, Q)) - statistic(policy_means(b, P, Q))
-    return {"value": diff(range(n), range(m)), "ci95": bootstrap(diff, n, m)}
 
 
 def paired_relative(a: list[list[float]], b: list[list[float]]) -> dict:
@@ -517,11 +512,12 @@ def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict
     return out | {"kl": statistics.fmean(kls), "kl_median": statistics.median(kls)}
 
 
-def paired_spread_difference(a: dict, b: dict, group_of: list[int], statistic) -> dict:
-    """statistic(arm a) − statistic(arm b), policies paired by name (same reward model and seed), with
-    the cluster bootstrap over reward models, seeds and prompts."""
+def paired_difference(a: dict, b: dict, group_of: list[int], statistic, key: str = "gold") -> dict:
+    """statistic(arm a's policy means of ``key``, labels) − the same of arm b, policies paired by name
+    (same reward model and seed), with the cluster bootstrap over reward models, seeds and prompts
+    (``group_of``: each policy's reward model; all different when there is none to share)."""
     names = [k for k in a if k in b]
-    va, vb = as_table([a[k]["gold"] for k in names]), as_table([b[k]["gold"] for k in names])
+    va, vb = as_table([a[k][key] for k in names]), as_table([b[k][key] for k in names])
     groups = [[i for i in range(len(names)) if group_of[i] == g] for g in sorted(set(group_of))]
     diff = lambda P, Q, L: statistic(policy_means(va, P, Q), L) - statistic(policy_means(vb, P, Q), L)
     every = list(range(len(names))), list(range(len(va[0]))), group_of
@@ -582,12 +578,12 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     sample_var = lambda means, L: statistics.variance(means)
     part = lambda name: (lambda means, L: variance_parts(means, L)[name])
     summary["var_kl_minus_kl"] = {
-        "mean": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: statistics.fmean(means)),
-        "variance": paired_spread_difference(a_arm, b_arm, group_of, sample_var),
-        "variance_between_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("between")),
-        "variance_within_reward_models": paired_spread_difference(a_arm, b_arm, group_of, part("within")),
-        "iqr": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: iqr(means)),
-        "trimmed_variance": paired_spread_difference(a_arm, b_arm, group_of, lambda means, L: trimmed_variance(means))}
+        "mean": paired_difference(a_arm, b_arm, group_of, lambda means, L: statistics.fmean(means)),
+        "variance": paired_difference(a_arm, b_arm, group_of, sample_var),
+        "variance_between_reward_models": paired_difference(a_arm, b_arm, group_of, part("between")),
+        "variance_within_reward_models": paired_difference(a_arm, b_arm, group_of, part("within")),
+        "iqr": paired_difference(a_arm, b_arm, group_of, lambda means, L: iqr(means)),
+        "trimmed_variance": paired_difference(a_arm, b_arm, group_of, lambda means, L: trimmed_variance(means))}
     summary["frontier"] = {k: {c: summary[k][c] for c in ("kl", "kl_median", "mean", "variance_across_policies",
                                                           "variance_across_policies_ci95", "iqr", "trimmed_variance", "policies")}
                            for k in arms if k in summary}
@@ -625,18 +621,18 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
                            "kl": mean_kl(pol)} for arm, pol in arms.items()}
     column = lambda arm, key: [p[key] for p in arms[arm].values()]
     others = [reg for reg in ("pm", "cpm") if reg in a.regularizers]
+    alone = list(range(len(names)))  # no reward model is shared: each policy is its own group
+    mean = lambda means, L: statistics.fmean(means)
     for beta in a.betas:
         for ref_name in refs:
             for reg in others:
                 summary[f"{reg}_minus_kl-{ref_name}-beta{beta}"] = paired_difference(
-                    column(f"{reg}-{ref_name}-beta{beta}", "pm_divergence"),
-                    column(f"kl-{ref_name}-beta{beta}", "pm_divergence"), statistics.fmean)
+                    arms[f"{reg}-{ref_name}-beta{beta}"], arms[f"kl-{ref_name}-beta{beta}"], alone, mean, "pm_divergence")
                 summary[f"{reg}_over_kl-{ref_name}-beta{beta}"] = paired_relative(
                     column(f"{reg}-{ref_name}-beta{beta}", "pm_divergence"), column(f"kl-{ref_name}-beta{beta}", "pm_divergence"))
         for reg in a.regularizers:  # the reference's bias carried into the policy: gold(unbiased) − gold(biased)
             summary[f"bias_gap-{reg}-beta{beta}"] = paired_difference(
-                column(f"{reg}-unbiased-beta{beta}", "gold"), column(f"{reg}-biased-beta{beta}", "gold"),
-                statistics.fmean)
+                arms[f"{reg}-unbiased-beta{beta}"], arms[f"{reg}-biased-beta{beta}"], alone, mean)
     theory = result.setdefault("kl_optimum", {})
     for ref_name, ref in refs.items():
         sampled = None  # the same reference samples serve every β (seeded): the optimum's change across β is paired
@@ -741,7 +737,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
     summary = {d: spread_table(arms[d], replicate_of) | {"beta": float(used[d].split("@")[1])} for d in arms}
     mean = lambda means, L: statistics.fmean(means)
     for d in ("cleaned", "gold-labels"):
-        summary[f"{d}_minus_noisy"] = paired_spread_difference(arms[d], arms["noisy"], replicate_of, mean)
+        summary[f"{d}_minus_noisy"] = paired_difference(arms[d], arms["noisy"], replicate_of, mean)
     summary["share_of_oracle_gain"] = share_of_gain(arms["noisy"], arms["cleaned"], arms["gold-labels"], replicate_of)
     result["summary"] = summary
 
