@@ -816,12 +816,11 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
         plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
     if experiment == "overopt":
         plan["peak_sqrt_kl"] = explored["summary"]["gold_peak_sqrt_kl"]
-        plan["proxy_pairs"], plan["steps"] = explored.get("proxy_pairs"), explored.get("steps")
     plan["exploratory_value"] = summary_entry(explored["summary"], key)
     return plan
 
 
-PLAN_KEYS = ("seeds", "statistic", "prediction", "betas", "peak_sqrt_kl", "proxy_pairs", "steps", "settings")
+PLAN_KEYS = ("seeds", "statistic", "prediction", "betas", "peak_sqrt_kl", "settings")
 
 
 # The design of a run, beyond β and seeds: stored in every result, imposed on its confirmation.
@@ -908,9 +907,6 @@ def main(argv=None) -> dict:
             a.fixed_betas[method] = [beta]
         if a.experiment == "pm":
             a.betas = json.loads(Path(a.confirm).read_text())["betas_run"]
-        if a.experiment == "overopt":  # the same proxy and training length as the exploratory run
-            a.proxy_pairs = plan["proxy_pairs"] if plan["proxy_pairs"] != 1000 else None
-            a.steps = plan["steps"] or a.steps
         save_json(path, result)  # the plan is on disk before the first confirmatory policy trains
     a.seed_list = a.seeds or {"pm": list(range(a.policies or 20)), "cleaning": list(range(a.policies or 20)),
                               "overopt": list(range(5))}.get(a.experiment)

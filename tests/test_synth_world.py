@@ -305,6 +305,12 @@ def test_miniature_overopt_experiment(mini_world, tmp_path):
     if fall["ci95"] is not None:
         _inside(fall, "value")
         assert summary["gold_falls_after_peak"] == (fall["ci95"][1] < 0)
+    confirmed = bench.main(["overopt", "--world", str(mini_world), "--confirm", str(tmp_path / "o.json"), "--seeds", "3:5",
+                            "--steps", "2", "--result", str(tmp_path / "oc.json"), "--no-figure"])
+    assert confirmed["settings"] == {"steps": 4, "proxy_pairs": 60}  # the exploratory design, not the command line's
+    assert confirmed["proxy"] == "rm-noisy-60" and {len(r) for r in confirmed["runs"].values()} == {4}
+    assert confirmed["protocol"]["peak_sqrt_kl"] == summary["gold_peak_sqrt_kl"]
+    assert confirmed["verdict"]["statistic"] == "gold_fall"
 
 
 def test_variance_parts_and_robust_spreads_by_hand():
