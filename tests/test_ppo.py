@@ -252,3 +252,40 @@ def test_separate_critic_starts_from_the_reward_model_when_it_reads_the_same_tok
     assert cli("train-rm", data, "--model", "tiny-bert", "--out", tmp_path / "rm-bert", "--max-steps", 1, "--save-steps", 0).exit_code == 0
     other = PPOTrainer(PPOConfig(policy="tiny-gpt", reward=str(tmp_path / "rm-bert"), out=str(tmp_path / "o2"), critic="separate"))
     assert other.critic.initialised_from == "tiny-gpt"
+
+
+@pytest.mark.parametrize("critic", ["shared", "separate"])
+def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tmp_path):
+    """One update from the same batch, with the returns as rolled out or 1,000 lower (a value loss
+    of ~10^6, as after a sudden KL spike): the policy ends the same, the critic does not. A shared
+    head reads detached features, so its loss never reaches the policy's weights (checked with the
+    clip out of reach: the head shares the policy's clip, as DeepSpeed requires); a separate critic
+    is clipped on its own, so its norm cannot shrink the policy's step (checked with the clip binding).
+    Before, the shared head's loss trained the body, and one clip over policy and critic let the
+    critic's norm set the policy's step: the synth world's policies collapsed to 390 nats of KL at
+    β = 2 (docs/results.md §5.5)."""
+    from rlhfkit.ppo.trainer import PPOConfig, PPOTrainer
+
+    def trained(returns_shift: float):
+        cfg = PPOConfig(policy="tiny-gpt", reward="rlhfkit.synth:gold", out=str(tmp_path / f"o{returns_shift}"),
+                        critic=critic, batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=6, lr=1e-3, seed=3,
+                        max_grad_norm=1e9 if critic == "shared" else 0.5)
+        trainer = PPOTrainer(cfg)
+        batch = trainer.rollout(["a b", "c d", "e f", "g h"], row_seeds=[1, 2, 3, 4])
+        mask = batch["mask"]
+        batch["advantages"] = torch.randn(mask.shape, generator=torch.Generator().manual_seed(0)) * mask
+        batch["returns"] = batch["returns"] + returns_shift * mask
+        before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
+        stats = trainer.update(batch, step=1)
+        critic_weights = (trainer.value_head if critic == "shared" else trainer.critic).parameters()
+        return before, dict(trainer.policy.named_parameters()), [p.detach().clone() for p in critic_weights], stats
+
+    before, near, critic_near, stats_near = trained(0.0)
+    _, far, critic_far, stats_far = trained(-1000.0)
+    assert max(float((near[n] - before[n]).abs().max()) for n in before) > 1e-4  # the update moves the policy
+    assert stats_far["value_loss"] > 1e4 * stats_near["value_loss"]
+    assert any(float((a - b).abs().max()) > 1e-4 for a, b in zip(critic_near, critic_far))  # the critic saw it
+    if critic == "separate":
+        assert stats_near["grad_norm"] > 0.5  # the policy's own clip binds in both runs
+    for name in before:
+        assert torch.allclose(near[name], far[name], atol=1e-6), name

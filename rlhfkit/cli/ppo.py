@@ -30,7 +30,7 @@ def ppo(
     mini_batch_size: int = typer.Option(8, "--mini-batch-size", min=1, metavar="N", help="Rollouts per optimizer step (divides --batch-size)."),
     ppo_epochs: int = typer.Option(4, "--ppo-epochs", min=1, metavar="N", help="Passes over each batch of rollouts."),
     lr: float = typer.Option(1.41e-5, "--lr", callback=positive, metavar="X", help="Learning rate (AdamW)."),
-    critic: str = typer.Option("shared", "--critic", metavar="shared|separate", help="shared (value head on the policy) or separate (own copy of the policy)."),
+    critic: str = typer.Option("shared", "--critic", metavar="shared|separate|shared-body", help="shared (a value head on the policy's features; its loss does not train the policy), separate (own copy of the policy, clipped on its own), or shared-body (the head's loss also trains the policy's body: the old default, which can collapse; docs/results.md §5.5)."),
     critic_lr: Optional[float] = typer.Option(None, "--critic-lr", callback=positive, metavar="X", help="Value model's learning rate (default: --lr)."),
     vf_coef: float = typer.Option(0.1, "--vf-coef", min=0, metavar="X", help="Weight of the value loss in the PPO loss."),
     clip: float = typer.Option(0.2, "--clip", callback=positive, metavar="X", help="Policy ratio clip."),

@@ -155,7 +155,7 @@ def token_stats(logits: torch.Tensor, response_ids: torch.Tensor, temperature: f
 
 
 def forward_response(model: nn.Module, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
-                     value_head: nn.Module | None = None, with_entropy: bool = False):
+                     value_head: nn.Module | None = None, with_entropy: bool = False, value_trains_body: bool = False):
     """Log-probs of the response tokens (and values, entropy) from one forward pass over prompt+response."""
     ids = torch.cat([prompt_ids, response_ids], dim=1)
     mask = torch.cat([prompt_mask, response_mask_], dim=1)
@@ -163,7 +163,13 @@ def forward_response(model: nn.Module, prompt_ids, prompt_mask, response_ids, re
                 output_hidden_states=value_head is not None, use_cache=False)
     p = prompt_ids.shape[1]
     logp, entropy = token_stats(out.logits[:, p - 1 : -1], response_ids, temperature, with_entropy)  # t predicts t+1
-    values = value_head(out.hidden_states[-1][:, p - 1 : -1]).squeeze(-1).float() if value_head is not None else None
+    # the shared value head reads the policy's features but does not train them: a critic far from its
+    # returns (a value loss of thousands after a sudden KL spike) would otherwise rewrite the language
+    # model through its gradient, which raises the KL further (the collapse in docs/results.md §5.5)
+    features = out.hidden_states[-1][:, p - 1 : -1] if value_head is not None else None
+    if features is not None and not value_trains_body:
+        features = features.detach()
+    values = value_head(features).squeeze(-1).float() if value_head is not None else None
     return logp, values, entropy
 
 
@@ -172,17 +178,19 @@ class ActorCritic(ShardedByLayer, nn.Module):
     wrapper sees every trainable weight; ``forward`` gives per-response-token log-probs, values and
     entropy, computed in ``compute_dtype`` (autocast entered here, so no engine can switch it off)."""
 
-    def __init__(self, policy: nn.Module, value_head: nn.Module | None = None, compute_dtype=torch.float32):
+    def __init__(self, policy: nn.Module, value_head: nn.Module | None = None, compute_dtype=torch.float32,
+                 value_trains_body: bool = False):
         super().__init__()
         self.policy = policy
         self.value_head = value_head
         self.compute_dtype = compute_dtype
+        self.value_trains_body = value_trains_body
 
     def forward(self, prompt_ids, prompt_mask, response_ids, response_mask_, temperature: float = 1.0,
                 with_entropy: bool = False):
         with compute_autocast(prompt_ids.device.type, self.compute_dtype):
             return forward_response(self.policy, prompt_ids, prompt_mask, response_ids, response_mask_, temperature,
-                                    self.value_head, with_entropy)
+                                    self.value_head, with_entropy, self.value_trains_body)
 
 
 class ValueHead(nn.Module):

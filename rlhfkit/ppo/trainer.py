@@ -55,7 +55,8 @@ class PPOConfig:
     mini_batch_size: int = 8
     ppo_epochs: int = 4
     lr: float = 1.41e-5
-    critic: str = "shared"  # shared (value head on the policy) | separate (own copy of the policy's body)
+    critic: str = "shared"  # shared (value head on the policy's features) | separate (own copy of the policy's
+    # body) | shared-body (the head's loss also trains the policy's body: TRL v0's value head; can collapse)
     critic_lr: float | None = None
     vf_coef: float = 0.1
     clip: float = 0.2
@@ -79,16 +80,19 @@ class PPOConfig:
     lora_alpha: int = 32
 
 
+CRITICS = ("shared", "separate", "shared-body")
+
+
 def check_config(cfg: PPOConfig) -> None:
     if cfg.regularizer not in core.REGULARIZERS:
         raise UsageError(f"--regularizer must be one of {', '.join(core.REGULARIZERS)}, got {cfg.regularizer!r}")
-    if cfg.critic not in ("shared", "separate"):
-        raise UsageError(f"--critic must be 'shared' or 'separate', got {cfg.critic!r}")
+    if cfg.critic not in CRITICS:
+        raise UsageError(f"--critic must be one of {', '.join(CRITICS)}, got {cfg.critic!r}")
     if cfg.batch_size % cfg.mini_batch_size:
         raise UsageError("--batch-size must be a multiple of --mini-batch-size")
     if cfg.regularizer == "cpm" and not 0 < cfg.alpha < 1:
         raise UsageError(f"--alpha must lie in (0, 1), got {cfg.alpha}")
-    if cfg.lora and cfg.critic != "shared":
+    if cfg.lora and cfg.critic == "separate":
         raise UsageError("--lora trains adapters and a value head on the one policy: use --critic shared")
 
 
@@ -149,8 +153,8 @@ class PPOTrainer:
         elif self.uses_reference:  # the frozen reference (one load: GGUF dequantisation is slow), in the compute dtype
             self.ref = frozen_copy(policy, self.compute_dtype, self.device)
         hidden = policy.config.hidden_size
-        value_head = ValueHead(hidden) if cfg.critic == "shared" else None
-        actor = ActorCritic(policy, value_head, self.compute_dtype)
+        value_head = ValueHead(hidden) if cfg.critic != "separate" else None
+        actor = ActorCritic(policy, value_head, self.compute_dtype, value_trains_body=cfg.critic == "shared-body")
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.lr}]
         if value_head is not None:
             groups.append({"params": list(value_head.parameters()), "lr": cfg.critic_lr or cfg.lr})
@@ -326,12 +330,10 @@ class PPOTrainer:
                     loss = (pg + cfg.vf_coef * vf) * self.world
                     self.optimizer.zero_grad()
                     self.accelerator.backward(loss)
-                    norm = self.accelerator.clip_grad_norm_(  # DeepSpeed clips inside its step (its config's
-                        [p for grp in self.optimizer.param_groups for p in grp["params"]],  # gradient_clipping,
-                        cfg.max_grad_norm)  # filled from --max-grad-norm) and reports the norm here
+                    norm = self.clip_gradients()
                     self.optimizer.step()
                     if norm is not None:
-                        grad_norms.append(float(norm))
+                        grad_norms.append(norm)
                     local_tokens = float(m.sum())
                     sums["policy_loss"] += pg.item()
                     sums["value_loss"] += vf.item()
@@ -344,6 +346,20 @@ class PPOTrainer:
                 "clip_fraction": clip_sum / max(tok_sum, 1.0), "approx_kl": kl_sum / max(tok_sum, 1.0),
                 # before clipping; the same on every process
                 "grad_norm": sum(grad_norms) / len(grad_norms) if grad_norms else None}
+
+    def clip_gradients(self) -> float | None:
+        """Clip to --max-grad-norm and return the norm before clipping. A separate critic is clipped on
+        its own: clipped together, a critic far from its returns owns the joint norm and shrinks the
+        policy's step to nothing. The shared value head stays in one clip with the policy (its own
+        weights are a few thousand, and DeepSpeed, which clips inside its step over all weights at once,
+        must give what one process gives)."""
+        groups = [grp["params"] for grp in self.optimizer.param_groups]
+        if self.critic is None or getattr(self.accelerator, "scaler", None) is not None:  # fp16 scaling unscales once
+            norm = self.accelerator.clip_grad_norm_([p for g in groups for p in g], self.cfg.max_grad_norm)
+            return None if norm is None else float(norm)
+        norm = self.accelerator.clip_grad_norm_(list(self.actor.parameters()), self.cfg.max_grad_norm)
+        self.accelerator.clip_grad_norm_(list(self.critic.parameters()), self.cfg.max_grad_norm)
+        return float(norm)
 
     def step(self, prompts: Sequence[Any], step: int = 1, timings: dict | None = None) -> tuple[dict, dict]:
         """One iteration on the global batch ``prompts`` (every process passes the same list)."""
