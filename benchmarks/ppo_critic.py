@@ -12,7 +12,8 @@ The three critics: ``shared-body``, a value head whose loss also trains the poli
 with it (TRL v0's value head, rlhfkit's default before 0.15); ``shared``, the same head on detached
 features; ``separate``, a copy of the policy as the critic, clipped on its own. A policy counts as
 collapsed when its held-out KL to the reference exceeds 50 nats (the world's collapsed policies sit
-at 130-390 nats, the others below 10). Each critic's runs go to their own file
+at 130-390 nats, the others below 10). The frontier is the reference tilted by exp(λ·gold), from
+512 reference samples per held-out prompt: the most gold a policy can have at a given KL. Each critic's runs go to their own file
 (results/ppo_critic_<critic>_cpu.json), so two critics can train side by side, one thread each.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import shutil
 import statistics
@@ -27,7 +29,7 @@ import sys
 from pathlib import Path
 
 from _run import save_json
-from synth_world import judge_policy, seed_range, train_policy, world_paths
+from synth_world import counts_by_prompt, judge_policy, kl_optimum_gold, seed_range, train_policy, world_paths
 
 RESULTS = Path(__file__).with_name("results")
 CRITICS = ("shared-body", "shared", "separate")
@@ -68,6 +70,41 @@ def run(world: Path, critic: str, seeds: list[int], beta: float, steps: int) -> 
     return result
 
 
+def reference_golds(world: Path, samples: int = 512) -> dict[float, int]:
+    """How many of the reference's samples (``samples`` per held-out prompt) score each gold value:
+    the tilted family π_ref·exp(λ·gold) is the reward–KL frontier (saved, as it costs a minute)."""
+    path = RESULTS / "ppo_critic_reference_cpu.json"
+    if path.exists():
+        return {float(g): c for g, c in json.loads(path.read_text())["gold_counts"]}
+    _, eval_prompts = world_paths(world)
+    theory = kl_optimum_gold(str(world / "policy"), eval_prompts, 1.0, samples)
+    pooled: dict[float, int] = {}
+    for counts in counts_by_prompt(theory):
+        for g, c in counts.items():
+            pooled[g] = pooled.get(g, 0) + c
+    save_json(path, {"samples": theory["samples"], "gold_counts": sorted(pooled.items())})
+    return pooled
+
+
+def tilted(counts: dict[float, int], lam: float) -> tuple[float, float]:
+    """Gold and KL to the reference of π_ref·exp(λ·gold)/Z, over the reference's samples."""
+    top, n = max(counts), sum(counts.values())
+    weight = {g: math.exp(lam * (g - top)) for g in counts}
+    z = sum(weight[g] * c for g, c in counts.items()) / n
+    gold = sum(weight[g] * c * g for g, c in counts.items()) / (z * n)
+    return gold, lam * (gold - top) - math.log(z)
+
+
+def frontier_gold(counts: dict[float, int], kl: float) -> float:
+    """The most gold any policy can have at this KL to the reference (the tilted policy at that KL:
+    KL-regularised RL's optimum for some β), by bisection on λ (its KL grows with λ)."""
+    lo, hi = 0.0, 50.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tilted(counts, mid)[1] < kl else (lo, mid)
+    return tilted(counts, lo)[0]
+
+
 def mean_interval(values: list[float], draws: int = 4000, seed: int = 0) -> list[float]:
     """95% percentile interval of the mean over policies resampled."""
     rng = random.Random(seed)
@@ -75,20 +112,25 @@ def mean_interval(values: list[float], draws: int = 4000, seed: int = 0) -> list
     return [means[int(0.025 * draws)], means[int(0.975 * draws) - 1]]
 
 
-def summary(results: list[dict]) -> dict:
-    """Per critic: collapses; gold, KL and the KL-regularised objective gold − β·KL (what the run
-    maximises) over every policy and over those that did not collapse, with intervals."""
+def summary(results: list[dict], reference: dict[float, int]) -> dict:
+    """Per critic: collapses; gold, KL, the KL-regularised objective gold − β·KL (what the run
+    maximises) and the gap below the reward–KL frontier at the policy's own KL (how far from the
+    best policy that stays as close to the reference), over every policy and over those that did
+    not collapse, with intervals."""
     out = {}
+    optimum_gold, optimum_kl = tilted(reference, 1.0 / results[0]["beta"]) if results else (None, None)
     for r in results:
         pol = list(r["policies"].values())
         kept = [p for p in pol if p["kl"] <= COLLAPSED_KL]
         objective = lambda ps: [p["gold"] - r["beta"] * p["kl"] for p in ps]
-        row = {"policies": len(pol), "collapsed": len(pol) - len(kept), "beta": r["beta"], "steps": r["steps"]}
+        gap = lambda ps: [frontier_gold(reference, max(p["kl"], 0.0)) - p["gold"] for p in ps]
+        row = {"policies": len(pol), "collapsed": len(pol) - len(kept), "beta": r["beta"], "steps": r["steps"],
+               "optimum": {"gold": optimum_gold, "kl": optimum_kl, "objective": optimum_gold - r["beta"] * optimum_kl}}
         for name, ps in (("all", pol), ("not_collapsed", kept)):
             if len(ps) < 2:
                 continue
             for key, values in (("gold", [p["gold"] for p in ps]), ("kl", [p["kl"] for p in ps]),
-                                ("objective", objective(ps))):
+                                ("objective", objective(ps)), ("gap_below_frontier", gap(ps))):
                 row[f"{key}_{name}"] = statistics.fmean(values)
                 row[f"{key}_{name}_ci95"] = mean_interval(values)
         out[r["critic"]] = row
@@ -111,7 +153,7 @@ def main(argv=None) -> dict:
     if a.critic:
         run(Path(a.world), a.critic, a.seeds, a.beta, a.steps)
     saved = [json.loads(result_path(c).read_text()) for c in CRITICS if result_path(c).exists()]
-    table = summary(saved)
+    table = summary(saved, reference_golds(Path(a.world)))
     if a.summary:
         save_json(RESULTS / "ppo_critic_summary_cpu.json", table)
     print(json.dumps(table, indent=1))

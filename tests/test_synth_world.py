@@ -361,3 +361,20 @@ def test_verdict_reads_the_planned_side_and_declines_without_an_interval():
     assert bench.verdict(entry(-0.1, 0.3), {**plan, "prediction": "positive"})["verdict"] == "not confirmed"
     undecided = bench.verdict({"a": {"b": {"value": 0.2, "ci95": None}}}, plan)
     assert undecided["verdict"].startswith("not decided") and undecided["ci95"] is None
+
+
+def test_the_reward_kl_frontier_by_hand():
+    """Two gold values, equally likely under the reference: the tilted policy puts e^λ/(1+e^λ) on
+    the better one, at KL log 2 + p log p + (1−p) log(1−p); the frontier inverts that."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    import ppo_critic
+
+    counts = {0.0: 5, 1.0: 5}
+    p = math.exp(1.5) / (1 + math.exp(1.5))
+    gold, kl = ppo_critic.tilted(counts, 1.5)
+    assert gold == pytest.approx(p)
+    assert kl == pytest.approx(math.log(2) + p * math.log(p) + (1 - p) * math.log(1 - p))
+    assert ppo_critic.frontier_gold(counts, kl) == pytest.approx(p, abs=1e-6)
+    assert ppo_critic.frontier_gold(counts, 0.0) == pytest.approx(0.5, abs=1e-6)  # the reference itself
+    assert ppo_critic.tilted(counts, 0.0) == pytest.approx((0.5, 0.0))
