@@ -9,7 +9,7 @@ the world's held-out prompts.
     python benchmarks/ppo_critic.py --summary                            # the table, from the saved runs
 
 The three critics: ``shared-body``, a value head whose loss also trains the policy's body, clipped
-with it (TRL v0's value head, rlhfkit's default before 0.15); ``shared``, the same head on detached
+with it (TRL v0's value head, rlhfkit's default until the fix); ``shared``, the same head on detached
 features; ``separate``, a copy of the policy as the critic, clipped on its own. A policy counts as
 collapsed when its held-out KL to the reference exceeds 50 nats (the world's collapsed policies sit
 at 130-390 nats, the others below 10). The frontier is the reference tilted by exp(λ·gold), from
