@@ -289,3 +289,24 @@ def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tm
         assert stats_near["grad_norm"] > 0.5  # the policy's own clip binds in both runs
     for name in before:
         assert torch.allclose(near[name], far[name], atol=1e-6), name
+
+
+def test_a_checkpoint_of_the_old_shared_critic_resumes_only_as_shared_body(tmp_path):
+    """Checkpoints written before the fix record critic "shared" for a head that trained the body:
+    `--critic shared-body` continues them; today's `--critic shared` is refused, naming the critic,
+    instead of switching the critic's behaviour in the middle of a run."""
+    from rlhfkit.checkpoint import check_identity
+    from rlhfkit.io import UsageError
+    from rlhfkit.ppo.state import run_identity
+    from rlhfkit.ppo.trainer import PPOConfig
+
+    from dataclasses import asdict
+
+    from rlhfkit.ppo.state import IDENTITY_IGNORES
+
+    cfg = PPOConfig(policy="p", reward="r", out="o")  # critic "shared": what the old code wrote, by its rule
+    old = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
+    old["prompts_fingerprint"] = run_identity(cfg, ["a"])["prompts_fingerprint"]
+    check_identity(old, run_identity(PPOConfig(policy="p", reward="r", out="o", critic="shared-body"), ["a"]), tmp_path)
+    with pytest.raises(UsageError, match="critic 'shared' -> 'shared-detached'"):
+        check_identity(old, run_identity(PPOConfig(policy="p", reward="r", out="o"), ["a"]), tmp_path)

@@ -26,6 +26,9 @@ def run_identity(cfg, prompts: Sequence[Any]) -> dict:
     """What a checkpoint must share with the run that resumes it: the prompts and every setting that
     shapes the policy (more --steps may continue a run; logging, saving and precision may change)."""
     identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
+    # the shared head's loss trained the policy's body until issue 35's fix: a checkpoint that records
+    # "shared" is that critic, continued by --critic shared-body and refused by today's shared
+    identity["critic"] = {"shared": "shared-detached", "shared-body": "shared"}.get(cfg.critic, cfg.critic)
     blob = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False).encode("utf-8")
     identity["prompts_fingerprint"] = hashlib.sha256(blob).hexdigest()[:16]
     return identity
