@@ -13,7 +13,9 @@ with it (TRL v0's value head, rlhfkit's default until the fix); ``shared``, the 
 features; ``separate``, a copy of the policy as the critic, clipped on its own. A policy counts as
 collapsed when its held-out KL to the reference exceeds 50 nats (the world's collapsed policies sit
 at 130-390 nats, the others below 10). The frontier is the reference tilted by exp(λ·gold), from
-512 reference samples per held-out prompt: the most gold a policy can have at a given KL. Each critic's runs go to their own file
+512 reference samples per held-out prompt: the most gold a policy can have at a given KL (up to
+the KL of the best sample seen, about 11 nats; beyond it the gap of a collapsed policy is only
+max gold − its gold). Each critic's runs go to their own file
 (results/ppo_critic_<critic>_cpu.json), so two critics can train side by side, one thread each.
 """
 
@@ -75,14 +77,17 @@ def reference_golds(world: Path, samples: int = 512) -> dict[float, int]:
     the tilted family π_ref·exp(λ·gold) is the reward–KL frontier (saved, as it costs a minute)."""
     path = RESULTS / "ppo_critic_reference_cpu.json"
     if path.exists():
-        return {float(g): c for g, c in json.loads(path.read_text())["gold_counts"]}
+        saved = json.loads(path.read_text())
+        if saved.get("world") == str(world) and saved.get("samples_per_prompt") == samples:
+            return {float(g): c for g, c in saved["gold_counts"]}
     _, eval_prompts = world_paths(world)
     theory = kl_optimum_gold(str(world / "policy"), eval_prompts, 1.0, samples)
     pooled: dict[float, int] = {}
     for counts in counts_by_prompt(theory):
         for g, c in counts.items():
             pooled[g] = pooled.get(g, 0) + c
-    save_json(path, {"samples": theory["samples"], "gold_counts": sorted(pooled.items())})
+    save_json(path, {"world": str(world), "samples_per_prompt": samples, "samples": theory["samples"],
+                     "gold_counts": sorted(pooled.items())})
     return pooled
 
 
@@ -118,6 +123,8 @@ def summary(results: list[dict], reference: dict[float, int]) -> dict:
     best policy that stays as close to the reference), over every policy and over those that did
     not collapse, with intervals."""
     out = {}
+    if len({(r["beta"], r["steps"]) for r in results}) > 1:
+        raise SystemExit("the saved critics' runs differ in β or steps: summarise runs of one design")
     optimum_gold, optimum_kl = tilted(reference, 1.0 / results[0]["beta"]) if results else (None, None)
     for r in results:
         pol = list(r["policies"].values())

@@ -254,13 +254,15 @@ def test_separate_critic_starts_from_the_reward_model_when_it_reads_the_same_tok
     assert other.critic.initialised_from == "tiny-gpt"
 
 
-@pytest.mark.parametrize("critic", ["shared", "separate"])
+@pytest.mark.parametrize("critic", ["shared", "separate", "shared-body"])
 def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tmp_path):
     """One update from the same batch, with the returns as rolled out or 1,000 lower (a value loss
     of ~10^6, as after a sudden KL spike): the policy ends the same, the critic does not. A shared
     head reads detached features, so its loss never reaches the policy's weights (checked with the
     clip out of reach: the head shares the policy's clip, as DeepSpeed requires); a separate critic
-    is clipped on its own, so its norm cannot shrink the policy's step (checked with the clip binding).
+    is clipped on its own, so its norm cannot shrink the policy's step (checked with the clip binding);
+    the old critic (shared-body) fails the same check. The shared head still shares the policy's clip:
+    there, a far critic's norm can scale the policy's step (docs/results.md §5.5).
     Before, the shared head's loss trained the body, and one clip over policy and critic let the
     critic's norm set the policy's step: the synth world's policies collapsed to 390 nats of KL at
     β = 2 (docs/results.md §5.5)."""
@@ -269,7 +271,7 @@ def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tm
     def trained(returns_shift: float):
         cfg = PPOConfig(policy="tiny-gpt", reward="rlhfkit.synth:gold", out=str(tmp_path / f"o{returns_shift}"),
                         critic=critic, batch_size=4, mini_batch_size=2, ppo_epochs=1, max_new_tokens=6, lr=1e-3, seed=3,
-                        max_grad_norm=1e9 if critic == "shared" else 0.5)
+                        max_grad_norm=0.5 if critic == "separate" else 1e9)
         trainer = PPOTrainer(cfg)
         batch = trainer.rollout(["a b", "c d", "e f", "g h"], row_seeds=[1, 2, 3, 4])
         mask = batch["mask"]
@@ -277,7 +279,7 @@ def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tm
         batch["returns"] = batch["returns"] + returns_shift * mask
         before = {n: p.detach().clone() for n, p in trainer.policy.named_parameters()}
         stats = trainer.update(batch, step=1)
-        critic_weights = (trainer.value_head if critic == "shared" else trainer.critic).parameters()
+        critic_weights = (trainer.critic if critic == "separate" else trainer.value_head).parameters()
         return before, dict(trainer.policy.named_parameters()), [p.detach().clone() for p in critic_weights], stats
 
     before, near, critic_near, stats_near = trained(0.0)
@@ -287,6 +289,9 @@ def test_a_critic_far_from_its_returns_leaves_the_policy_update_alone(critic, tm
     assert any(float((a - b).abs().max()) > 1e-4 for a, b in zip(critic_near, critic_far))  # the critic saw it
     if critic == "separate":
         assert stats_near["grad_norm"] > 0.5  # the policy's own clip binds in both runs
+    if critic == "shared-body":  # the old critic: its loss reaches the body (the second mini-batch on)
+        assert any(not torch.allclose(near[n], far[n], atol=1e-6) for n in before)
+        return
     for name in before:
         assert torch.allclose(near[name], far[name], atol=1e-6), name
 
@@ -310,3 +315,13 @@ def test_a_checkpoint_of_the_old_shared_critic_resumes_only_as_shared_body(tmp_p
     check_identity(old, run_identity(PPOConfig(policy="p", reward="r", out="o", critic="shared-body"), ["a"]), tmp_path)
     with pytest.raises(UsageError, match="critic 'shared' -> 'shared-detached'"):
         check_identity(old, run_identity(PPOConfig(policy="p", reward="r", out="o"), ["a"]), tmp_path)
+    import json
+    import types
+
+    from rlhfkit.ppo.state import load_checkpoint
+
+    (tmp_path / "checkpoints" / "step-3").mkdir(parents=True)  # resuming says which flag continues it
+    (tmp_path / "checkpoints" / "step-3" / "trainer_state.json").write_text(json.dumps({"step": 3, "identity": old}))
+    trainer = types.SimpleNamespace(cfg=PPOConfig(policy="p", reward="r", out=str(tmp_path)))
+    with pytest.raises(UsageError, match="resume it with --critic shared-body"):
+        load_checkpoint(trainer, run_identity(trainer.cfg, ["a"]))

@@ -112,6 +112,12 @@ def load_checkpoint(trainer, identity: dict) -> int:
         return 0
     last = found[-1]
     meta = ckpt.read_json(last / ckpt.STATE_FILE)
+    saved = meta.get("identity") or {}
+    if saved.get("critic") == "shared" and identity.get("critic") == "shared-detached":
+        from ..io import UsageError
+
+        raise UsageError(f"{last} was trained with the shared value head of rlhfkit before issue 35's fix, whose "
+                         "loss also trained the policy: resume it with --critic shared-body (or start a new run)")
     ckpt.check_identity(meta.get("identity"), identity, last)
     trainstate.load(trainer.accelerator, _trained(trainer), trainer.optimizer, last)
     trainer.beta = float(meta["beta"])
