@@ -149,6 +149,10 @@ def test_ppo_on_a_tiny_lm_raises_a_scripted_reward(tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(out) is not None
+    import json
+
+    meta = json.loads((out / "rlhfkit.json").read_text())  # "shared" once meant a head that trained the policy
+    assert meta["config"]["critic"] == "shared" and meta["critic_trains_policy"] is False
 
 
 def test_ppo_resume_continues_from_the_checkpoint(tmp_path):

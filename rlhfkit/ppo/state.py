@@ -68,7 +68,9 @@ def save_policy(trainer, directory: str, extra: dict | None = None) -> None:
     trainer.tokenizer.save_pretrained(tmp)
     write_meta(str(tmp), {"type": "policy", "rlhfkit_version": __version__, "base_model": cfg.policy,
                           "config": asdict(cfg), "world_size": trainer.world,
-                          "engine": engine(acc), "sharding": sharding, **(extra or {})})
+                          "engine": engine(acc), "sharding": sharding,
+                          # "shared" meant a head whose loss trained the policy before issue 35's fix
+                          "critic_trains_policy": cfg.critic == "shared-body", **(extra or {})})
     for f in tmp.iterdir():
         os.replace(f, d / f.name)
     tmp.rmdir()
