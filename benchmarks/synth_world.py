@@ -33,6 +33,7 @@ from _run import read_jsonl, rlhfkit, save_json, write_jsonl
 
 RESULTS = Path(__file__).with_name("results")
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
+DRAWS = 2000  # bootstrap resamples per interval (--draws; the tests' miniatures use fewer)
 PPO_DEFAULTS = dict(batch_size=32, mini_batch_size=16, ppo_epochs=4, max_new_tokens=48, lr=1e-4, sample_steps=0,
                     save_steps=0, score_clip=6.0, chat_template=False)
 
@@ -170,7 +171,7 @@ def run_arm(result: dict, path: Path, runs_dir: Path, arm: str, names: list[str]
 
 # ---------------------------------------------------------------- statistics over policies and prompts
 
-def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
     """statistic(policy indices, prompt indices, group labels) over ``draws`` resamples, in draw order.
     Policies come in groups that share a reward model: whole groups are resampled (each drawn copy its
     own label, its policies kept as they are), and prompts, so the spread covers the reward models'
@@ -179,7 +180,7 @@ def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int
         groups = [[i] for g in groups for i in g]
     rng = random.Random(seed)
     values = []
-    for _ in range(draws):
+    for _ in range(draws or DRAWS):
         drawn = [groups[rng.randrange(len(groups))] for _ in groups]
         policies = [i for g in drawn for i in g]
         labels = [k for k, g in enumerate(drawn) for _ in g]
@@ -187,12 +188,12 @@ def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int
     return values
 
 
-def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
     """95% percentile interval of ``cluster_draws``."""
     return interval(cluster_draws(statistic, groups, n_prompts, draws, seed))
 
 
-def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
     """statistic(policy indices, prompt indices) over resamples of policies (each its own group) and prompts."""
     return cluster_draws(lambda P, Q, L: statistic(P, Q), [[i] for i in range(n_policies)], n_prompts, draws, seed)
 
@@ -202,7 +203,7 @@ def interval(values: list[float]) -> list[float]:
     return [v[int(0.025 * len(v))], v[int(0.975 * len(v)) - 1]]
 
 
-def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int = 2000, seed: int = 0) -> list[float]:
+def bootstrap(statistic, n_policies: int, n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
     """95% percentile interval of statistic(policy indices, prompt indices), both resampled."""
     return interval(bootstrap_draws(statistic, n_policies, n_prompts, draws, seed))
 
@@ -310,14 +311,14 @@ def counts_by_prompt(theory: dict) -> list[Counter]:
     return [Counter(scores) for scores in theory["gold_by_prompt"]]
 
 
-def optimum_draws(theory: dict, beta: float, draws: int = 2000, seed: int = 1) -> list[float]:
+def optimum_draws(theory: dict, beta: float, draws: int | None = None, seed: int = 1) -> list[float]:
     """The optimum's gold reward re-estimated on resamples of the reference's prompts (each prompt
     with its samples): the reweighting's own uncertainty. The same seed draws the same prompts for
     both references and every β (their gaps and changes are then paired by prompt)."""
     by_prompt = counts_by_prompt(theory)
     rng = random.Random(seed)
     out = []
-    for _ in range(draws):
+    for _ in range(draws or DRAWS):
         drawn = Counter()
         for _ in by_prompt:
             drawn.update(by_prompt[rng.randrange(len(by_prompt))])
@@ -650,7 +651,7 @@ def pm(world: Path, result: dict, path: Path, a) -> None:
     result["summary"] = summary
 
 
-def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int = 2000) -> dict:
+def bias_versus_optimum(arms: dict, theory: dict, betas: list[float], draws: int | None = None) -> dict:
     """Per β: the KL policies' gold gap (unbiased − biased reference), the optimum's, and their
     difference; and from the largest to the smallest β the change of each. Policies and prompts are
     resampled for the policies' gap, the reference's prompts (with their samples) for the optimum's."""
@@ -871,9 +872,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--proxy-pairs", type=int, default=None, help="overopt: train the proxy on only this many noisy pairs")
     ap.add_argument("--strength-model", default="minilm", help="cleaning replicates: strength's --model")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--draws", type=int, default=2000, help="bootstrap resamples per interval")
     ap.add_argument("--result", default=None, help="result JSON (default results/synth_world_<experiment>[_confirm]_cpu.json)")
     ap.add_argument("--no-figure", action="store_true")
     a = ap.parse_args(argv)
+    global DRAWS
+    DRAWS = a.draws
     import torch
 
     torch.set_num_threads(a.threads)
@@ -894,6 +898,7 @@ def main(argv=None) -> dict:
     path = Path(a.result) if a.result else RESULTS / f"synth_world_{tag}_cpu.json"
     result = json.loads(path.read_text()) if path.exists() else {}
     result["command"] = "python benchmarks/synth_world.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    result["draws"] = a.draws
     if a.confirm:
         if a.seeds is None:
             raise SystemExit("--confirm needs --seeds A:B, seeds the exploratory run never used")

@@ -147,7 +147,7 @@ def mini_uncertainty(mini_world, tmp_path_factory):
     """Exploratory uncertainty miniature: 2 heads x 2 seeds per arm, β tuned, then corrected once."""
     bench = _bench()
     path = tmp_path_factory.mktemp("u") / "u.json"
-    result = bench.main(["uncertainty", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--pilots", "1",
+    result = bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--pilots", "1",
                          "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2", "--result", str(path),
                          "--no-figure"])
     return result, path
@@ -203,7 +203,7 @@ def test_a_confirmatory_run_fixes_its_plan_first_and_refuses_used_seeds(mini_wor
     explored, path = mini_uncertainty
     confirm = tmp_path / "c.json"
     with pytest.raises(SystemExit, match="seeds \\[1\\] were used"):
-        bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(path), "--seeds", "1:3",
+        bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--confirm", str(path), "--seeds", "1:3",
                     "--steps", "2", "--result", str(confirm), "--no-figure"])
     real_run_arm, seen = bench.run_arm, []
 
@@ -212,7 +212,7 @@ def test_a_confirmatory_run_fixes_its_plan_first_and_refuses_used_seeds(mini_wor
         return real_run_arm(result, out, *args, **kwargs)
 
     monkeypatch.setattr(bench, "run_arm", run_arm)
-    result = bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(path), "--seeds", "2:3",
+    result = bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--confirm", str(path), "--seeds", "2:3",
                          "--steps", "3", "--result", str(confirm), "--no-figure"])
     plan = seen[0]
     assert plan["settings"] == {"steps": 2, "construction": "heads"} == result["settings"]  # the exploratory design
@@ -227,13 +227,13 @@ def test_a_confirmatory_run_fixes_its_plan_first_and_refuses_used_seeds(mini_wor
     changed["matched_arms"]["kl"] = "kl@9.0"
     (tmp_path / "other.json").write_text(json.dumps(changed))
     with pytest.raises(SystemExit, match="another protocol"):
-        bench.main(["uncertainty", "--world", str(mini_world), "--confirm", str(tmp_path / "other.json"), "--seeds", "2:3",
+        bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--confirm", str(tmp_path / "other.json"), "--seeds", "2:3",
                     "--steps", "2", "--result", str(confirm), "--no-figure"])
 
 
 def test_miniature_uncertainty_with_independently_trained_reward_models(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["uncertainty", "--world", str(mini_world), "--construction", "models", "--seeds", "0:1",
+    result = bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--construction", "models", "--seeds", "0:1",
                          "--steps", "2", "--beta", "var-kl=0.5", "--beta", "var-kl=0.2", "--beta", "kl=0.3",
                          "--result", str(tmp_path / "m.json"), "--no-figure"])
     assert set(result["arms"]) == {"var-kl@0.5", "var-kl@0.2", "kl@0.3"}  # the frontier: fixed β, no tuning
@@ -243,7 +243,7 @@ def test_miniature_uncertainty_with_independently_trained_reward_models(mini_wor
 
 def test_miniature_pm_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["pm", "--world", str(mini_world), "--seeds", "0:1", "--steps", "2", "--betas", "1.0", "0.1",
+    result = bench.main(["pm", "--draws", "200", "--world", str(mini_world), "--seeds", "0:1", "--steps", "2", "--betas", "1.0", "0.1",
                          "--result", str(tmp_path / "pm.json"), "--no-figure"])
     arms = result["arms"]
     assert set(arms) == {f"{r}-{ref}-beta{b}" for r in ("kl", "pm", "cpm") for ref in ("unbiased", "biased") for b in (1.0, 0.1)}
@@ -274,7 +274,7 @@ def test_miniature_pm_experiment(mini_world, tmp_path):
 
 def test_miniature_cleaning_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["cleaning", "--world", str(mini_world), "--seeds", "0:2", "--replicates", "2", "--steps", "2",
+    result = bench.main(["cleaning", "--draws", "200", "--world", str(mini_world), "--seeds", "0:2", "--replicates", "2", "--steps", "2",
                          "--pilots", "1", "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2",
                          "--result", str(tmp_path / "c.json"),
                          "--no-figure"])
@@ -294,9 +294,10 @@ def test_miniature_cleaning_experiment(mini_world, tmp_path):
 
 def test_miniature_overopt_experiment(mini_world, tmp_path):
     bench = _bench()
-    result = bench.main(["overopt", "--world", str(mini_world), "--seeds", "0:3", "--steps", "4", "--proxy-pairs", "60",
+    result = bench.main(["overopt", "--draws", "200", "--world", str(mini_world), "--seeds", "0:3", "--steps", "4", "--proxy-pairs", "60",
                          "--result", str(tmp_path / "o.json"), "--no-figure"])
     assert result["proxy"] == "rm-noisy-60" and (mini_world / "rm-noisy-60" / "rlhfkit.json").exists()
+    assert result["draws"] == 200
     summary = result["summary"]
     assert set(result["runs"]) == {"0", "1", "2"} and all(len(r) == 4 for r in result["runs"].values())
     peak = max(summary["bins"], key=lambda b: b["gold"])
@@ -305,7 +306,7 @@ def test_miniature_overopt_experiment(mini_world, tmp_path):
     if fall["ci95"] is not None:
         _inside(fall, "value")
         assert summary["gold_falls_after_peak"] == (fall["ci95"][1] < 0)
-    confirmed = bench.main(["overopt", "--world", str(mini_world), "--confirm", str(tmp_path / "o.json"), "--seeds", "3:5",
+    confirmed = bench.main(["overopt", "--draws", "200", "--world", str(mini_world), "--confirm", str(tmp_path / "o.json"), "--seeds", "3:5",
                             "--steps", "2", "--result", str(tmp_path / "oc.json"), "--no-figure"])
     assert confirmed["settings"] == {"steps": 4, "proxy_pairs": 60}  # the exploratory design, not the command line's
     assert confirmed["proxy"] == "rm-noisy-60" and {len(r) for r in confirmed["runs"].values()} == {4}
@@ -324,7 +325,7 @@ def test_variance_parts_and_robust_spreads_by_hand():
     with pytest.raises(Exception, match="A:B"):
         bench.seed_range("3:1")
     with pytest.raises(SystemExit, match="no arm 'varkl'"):  # a typo would silently tune β instead
-        bench.main(["uncertainty", "--beta", "varkl=0.3", "--world", "no-world", "--no-figure"])
+        bench.main(["uncertainty", "--draws", "200", "--beta", "varkl=0.3", "--world", "no-world", "--no-figure"])
 
 
 def test_cluster_bootstrap_covers_the_reward_models_spread():
