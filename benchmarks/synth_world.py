@@ -327,8 +327,26 @@ def optimum_draws(theory: dict, beta: float, draws: int | None = None, seed: int
     return out
 
 
+def policy_kls(policies: dict) -> list[float]:
+    return [statistics.fmean(p["kl"]) for p in policies.values()]
+
+
 def mean_kl(policies: dict) -> float:
-    return statistics.fmean(statistics.fmean(p["kl"]) for p in policies.values())
+    return statistics.fmean(policy_kls(policies))
+
+
+def kl_standard_error(policies: dict) -> float:
+    kls = policy_kls(policies)
+    return statistics.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
+
+
+def kl_matched(kls: list[float], target: float, target_se: float, tolerance: float, standard_errors: float) -> bool:
+    """An arm's mean KL matches ``target`` when within ``tolerance`` of it (relative) or within
+    ``standard_errors`` standard errors of the gap (the arm's and the target's): per-policy KL is heavy-tailed,
+    and a gap inside the noise only sends more rounds after the noise."""
+    se = statistics.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
+    gap = abs(statistics.fmean(kls) - target)
+    return gap <= max(tolerance * target, standard_errors * math.hypot(se, target_se))
 
 
 # ---------------------------------------------------------------- β for a target KL
@@ -367,9 +385,10 @@ def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, p
 
 
 def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: list[str], settings_of, prompts,
-                eval_prompts, reference_of, target_kl: float, tolerance: float = 0.1, rounds: int = 4) -> str:
-    """Run ``method``'s whole arm at its tuned β; while the arm's mean held-out KL misses ``target_kl`` by
-    more than ``tolerance`` (relative), move β along the log KL - log β line through the arm's own runs
+                eval_prompts, reference_of, target_kl: float, tolerance: float = 0.1, rounds: int = 4,
+                target_se: float = 0.0, standard_errors: float = 2.0) -> str:
+    """Run ``method``'s whole arm at its tuned β; while the arm's mean held-out KL misses ``target_kl``
+    (``kl_matched``: by more than ``tolerance`` relative and than ``standard_errors`` standard errors), move β along the log KL - log β line through the arm's own runs
     (the pilots' slope while there is only one) and run the arm again. Every arm run is kept (they are
     points of the method's reward-KL frontier); returns the key of the arm that matched, or the closest."""
     betas, arms = result["betas"], result.setdefault("arms", {})
@@ -382,7 +401,7 @@ def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: li
                 prompts, eval_prompts, reference_of)
         done = [(math.log(float(k.split("@")[1])), math.log(max(mean_kl(only(a, names)), 1e-3))) for k, a in arms.items()
                 if k.startswith(method + "@") and all(n in a for n in names)]  # this run's policies of each arm
-        if abs(mean_kl(only(arms[key], names)) / target_kl - 1) <= tolerance:
+        if kl_matched(policy_kls(only(arms[key], names)), target_kl, target_se, tolerance, standard_errors):
             return key
         if len(done) >= 2:
             (x0, y0), (x1, y1) = sorted(done, key=lambda d: abs(d[1] - math.log(target_kl)))[:2]  # the two nearest the target
@@ -551,7 +570,7 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     for method in methods:  # results of the version that kept one arm per method under the method's name
         if method in arms and method in betas:
             arms[f"{method}@{betas[method]}"] = arms.pop(method)
-    used, target = {}, a.target_kl
+    used, target, target_se = {}, a.target_kl, 0.0
     for method, flags in methods.items():
         settings_of = lambda name, flags=flags: {**base, **flags, "reward_head": parse(name)[0], "seed": parse(name)[1]}
         if method in a.fixed_betas:  # the frontier's points, or a confirmatory run's fixed β
@@ -567,8 +586,10 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
                                       a.target_kl, pilots=a.pilots)
             save_json(path, result)
         used[method] = matched_arm(result, path, runs_dir, method, names, settings_of, prompts, eval_prompts,
-                                   lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
-        target = mean_kl(only(arms[used[method]], names))  # the second method is matched to the first's achieved KL
+                                   lambda name: policy, target, a.kl_tolerance, a.kl_rounds, target_se,
+                                   a.kl_standard_errors)
+        matched = only(arms[used[method]], names)  # the second method is matched to the first's achieved KL
+        target, target_se = mean_kl(matched), kl_standard_error(matched)
     result["matched_arms"] = used
     summary: dict = {}
     for key, arm in arms.items():
@@ -715,7 +736,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
     models = [cleaning_reward_models(world, r, a.strength_model) for r in range(a.replicates)]
     result["seeds"], result["replicates"] = a.seed_list, a.replicates
     betas = result.setdefault("betas", {})
-    used, target = {}, a.target_kl
+    used, target, target_se = {}, a.target_kl, 0.0
     for data in ("noisy", "cleaned", "gold-labels"):
         reward_of = lambda name, data=data: str(models[int(name[4:]) % a.replicates][data])
         settings_of = lambda name, reward_of=reward_of: dict(policy=policy, reward=reward_of(name), normalize_reward=True,
@@ -732,8 +753,9 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
                                     policy, a.target_kl, pilots=a.pilots)
             save_json(path, result)
         used[data] = matched_arm(result, path, runs_dir, data, names, settings_of, prompts, eval_prompts,
-                                 lambda name: policy, target, a.kl_tolerance, a.kl_rounds)
-        target = mean_kl(only(result["arms"][used[data]], names))  # later arms matched to the noisy arm's achieved KL
+                                 lambda name: policy, target, a.kl_tolerance, a.kl_rounds, target_se, a.kl_standard_errors)
+        matched = only(result["arms"][used[data]], names)  # each later arm is matched to the previous arm's achieved KL
+        target, target_se = mean_kl(matched), kl_standard_error(matched)
     result["matched_arms"] = used
     arms = {d: only(result["arms"][k], names) for d, k in used.items()}
     summary = {d: spread_table(arms[d], replicate_of) | {"beta": float(used[d].split("@")[1])} for d in arms}
@@ -787,10 +809,26 @@ PRIMARY = {
 }
 
 
+def regulariser_claims(explored: dict) -> list[dict]:
+    """The PM paper's claims about its regularisers, which a pm confirmation decides beside the bias
+    check: each lowers PM divergence against KL-RLHF (PM −60% here, cPM −41% in the paper), tested at the
+    exploratory run's largest β from the unbiased reference (the theory's case), as a ratio paired by seed."""
+    beta = max(explored.get("betas_run") or [], default=None)
+    claims = []
+    for reg, name in (("cpm", "cPM"), ("pm", "PM")):
+        key = f"{reg}_over_kl-unbiased-beta{beta}"
+        if key in explored.get("summary", {}):
+            claims.append({"statistic": key, "prediction": "negative",
+                           "meaning": f"PM divergence of {name} over KL-RLHF's, minus 1 (β {beta}, unbiased reference)"})
+    return claims
+
+
 def summary_entry(summary: dict, dotted: str) -> dict:
-    for part in dotted.split("."):
-        summary = summary[part]
-    return summary
+    """summary["a"]["b"] for "a.b"; a key that holds a dot itself ("pm_over_kl-unbiased-beta1.0") is read whole."""
+    if dotted in summary:
+        return summary[dotted]
+    head, _, rest = dotted.partition(".")
+    return summary_entry(summary[head], rest)
 
 
 def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], explored: dict) -> dict:
@@ -818,11 +856,13 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
         plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
     if experiment == "overopt":
         plan["peak_sqrt_kl"] = explored["summary"]["gold_peak_sqrt_kl"]
+    if experiment == "pm" and regulariser_claims(explored):
+        plan["claims"] = regulariser_claims(explored)
     plan["exploratory_value"] = summary_entry(explored["summary"], key)
     return plan
 
 
-PLAN_KEYS = ("seeds", "statistic", "prediction", "betas", "peak_sqrt_kl", "settings")
+PLAN_KEYS = ("seeds", "statistic", "prediction", "betas", "peak_sqrt_kl", "settings", "claims")
 
 
 # The design of a run, beyond β and seeds: stored in every result, imposed on its confirmation.
@@ -861,6 +901,8 @@ def main(argv=None) -> dict:
                          "trained reward models")
     ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
     ap.add_argument("--kl-tolerance", type=float, default=0.1, help="relative gap between arms' mean KLs accepted as matched")
+    ap.add_argument("--kl-standard-errors", type=float, default=2.0,
+                    help="a gap within this many standard errors of the arms' mean KLs is also accepted (0: off)")
     ap.add_argument("--kl-rounds", type=int, default=4, help="arm runs per method at most while matching the KL")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
@@ -933,6 +975,8 @@ def main(argv=None) -> dict:
         {"uncertainty": uncertainty, "pm": pm, "cleaning": cleaning}[a.experiment](world, result, path, a)
     if a.confirm:
         result["verdict"] = verdict(result["summary"], result["protocol"])
+        if result["protocol"].get("claims"):
+            result["claim_verdicts"] = [verdict(result["summary"], c) for c in result["protocol"]["claims"]]
     save_json(path, result)
     if not a.no_figure and a.experiment != "step-cost":
         FIGURES.mkdir(parents=True, exist_ok=True)
@@ -940,7 +984,8 @@ def main(argv=None) -> dict:
         figure(a.experiment, result, FIGURES / f"{name}.png")
         if a.experiment == "uncertainty":
             frontier_figure(result, FIGURES / f"{name}_frontier.png")
-    print(json.dumps(result.get("verdict", {}) | {"summary": result.get("summary", {})}, indent=1)[:4000])
+    print(json.dumps(result.get("verdict", {}) | {"claims": result.get("claim_verdicts", []),
+                                                   "summary": result.get("summary", {})}, indent=1)[:4000])
     return result
 
 

@@ -148,7 +148,7 @@ def mini_uncertainty(mini_world, tmp_path_factory):
     bench = _bench()
     path = tmp_path_factory.mktemp("u") / "u.json"
     result = bench.main(["uncertainty", "--draws", "200", "--world", str(mini_world), "--seeds", "0:2", "--steps", "2", "--pilots", "1",
-                         "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2", "--result", str(path),
+                         "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-standard-errors", "0", "--kl-rounds", "2", "--result", str(path),
                          "--no-figure"])
     return result, path
 
@@ -275,7 +275,7 @@ def test_miniature_pm_experiment(mini_world, tmp_path):
 def test_miniature_cleaning_experiment(mini_world, tmp_path):
     bench = _bench()
     result = bench.main(["cleaning", "--draws", "200", "--world", str(mini_world), "--seeds", "0:2", "--replicates", "2", "--steps", "2",
-                         "--pilots", "1", "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-rounds", "2",
+                         "--pilots", "1", "--target-kl", "0.05", "--kl-tolerance", "0.001", "--kl-standard-errors", "0", "--kl-rounds", "2",
                          "--result", str(tmp_path / "c.json"),
                          "--no-figure"])
     keys = [k for k in result["arms"] if k.startswith("noisy@")]
@@ -312,6 +312,19 @@ def test_miniature_overopt_experiment(mini_world, tmp_path):
     assert confirmed["proxy"] == "rm-noisy-60" and {len(r) for r in confirmed["runs"].values()} == {4}
     assert confirmed["protocol"]["peak_sqrt_kl"] == summary["gold_peak_sqrt_kl"]
     assert confirmed["verdict"]["statistic"] == "gold_fall"
+
+
+def test_a_kl_gap_inside_the_arms_noise_counts_as_matched():
+    bench = _bench()
+    heavy = [2.0, 2.1, 2.2, 2.3, 9.0]  # mean 3.52, standard error 1.37: one drifting policy
+    tight = [3.4, 3.5, 3.5, 3.6, 3.6]  # mean 3.52, standard error 0.04
+    assert bench.kl_matched(heavy, 3.0, 0.0, tolerance=0.1, standard_errors=2.0)  # 17% off, but inside 2 SE
+    assert not bench.kl_matched(tight, 3.0, 0.0, tolerance=0.1, standard_errors=2.0)  # 17% off, 13 SE away
+    assert not bench.kl_matched(heavy, 3.0, 0.0, tolerance=0.1, standard_errors=0.0)  # the relative rule alone
+    assert bench.kl_matched(tight, 3.3, 0.0, tolerance=0.1, standard_errors=0.0)  # 7% off
+    # the target's own noise widens the gap's: 0.52 against 2 x hypot(0.04, 0.3) = 0.61
+    assert bench.kl_matched(tight, 3.0, 0.3, tolerance=0.0, standard_errors=2.0)
+    assert not bench.kl_matched(tight, 3.0, 0.2, tolerance=0.0, standard_errors=2.0)  # 2 x 0.204 = 0.41
 
 
 def test_variance_parts_and_robust_spreads_by_hand():
@@ -362,6 +375,35 @@ def test_verdict_reads_the_planned_side_and_declines_without_an_interval():
     assert bench.verdict(entry(-0.1, 0.3), {**plan, "prediction": "positive"})["verdict"] == "not confirmed"
     undecided = bench.verdict({"a": {"b": {"value": 0.2, "ci95": None}}}, plan)
     assert undecided["verdict"].startswith("not decided") and undecided["ci95"] is None
+
+
+def test_a_pm_confirmation_decides_the_regularisers_claims_too(tmp_path, monkeypatch):
+    bench = _bench()
+    entry = lambda value, lo, hi: {"value": value, "ci95": [lo, hi]}
+    explored = {"seeds": [0, 1], "betas_run": [1.0, 0.1], "arms": {}, "settings": {"steps": 60},
+                "summary": {"kl_gap_change": entry(-0.5, -0.9, -0.1), "kl_optimum_gap_change": entry(-0.6, -1, 0),
+                            "cpm_over_kl-unbiased-beta1.0": entry(0.0, -0.1, 0.1),
+                            "pm_over_kl-unbiased-beta1.0": entry(-0.6, -0.7, -0.5),
+                            "pm_over_kl-unbiased-beta0.1": entry(0.2, 0.1, 0.3)}}
+    path = tmp_path / "explored.json"
+    path.write_text(json.dumps(explored))
+    plan = bench.protocol_from("pm", path, [5], explored)
+    assert [c["statistic"] for c in plan["claims"]] == ["cpm_over_kl-unbiased-beta1.0", "pm_over_kl-unbiased-beta1.0"]
+    assert {c["prediction"] for c in plan["claims"]} == {"negative"}  # the paper's side, not the exploratory one's
+    assert plan["prediction"] == "negative"  # the bias check: the optimum's change was negative
+    assert "claims" not in bench.protocol_from("pm", path, [5], {**explored, "summary": {  # a KL-only design
+        k: v for k, v in explored["summary"].items() if "over_kl" not in k}})
+
+    def pm(world, result, out, a):  # the confirmatory policies, faked: cPM no better, PM lower, bias not moved
+        result["summary"] = {"kl_gap_change": entry(-0.2, -0.6, 0.2), "kl_optimum_gap_change": entry(-0.6, -1, 0),
+                             "cpm_over_kl-unbiased-beta1.0": entry(0.05, -0.05, 0.15),
+                             "pm_over_kl-unbiased-beta1.0": entry(-0.5, -0.6, -0.4)}
+
+    monkeypatch.setattr(bench, "pm", pm)
+    result = bench.main(["pm", "--confirm", str(path), "--seeds", "5:6", "--result", str(tmp_path / "c.json"), "--no-figure"])
+    assert result["verdict"]["verdict"] == "not confirmed"
+    assert [v["verdict"] for v in result["claim_verdicts"]] == ["not confirmed", "confirmed"]
+    assert json.loads((tmp_path / "c.json").read_text())["claim_verdicts"] == result["claim_verdicts"]
 
 
 def test_the_reward_kl_frontier_by_hand():
