@@ -117,6 +117,16 @@ def mean_interval(values: list[float], draws: int = 4000, seed: int = 0) -> list
     return [means[int(0.025 * draws)], means[int(0.975 * draws) - 1]]
 
 
+def fisher_exact(hits_a: int, n_a: int, hits_b: int, n_b: int) -> float:
+    """Two-sided p of Fisher's exact test for two rates (collapses of one critic against another's):
+    the probability, with both margins fixed, of a table no more likely than the one observed."""
+    hits, n = hits_a + hits_b, n_a + n_b
+    chance = lambda x: math.comb(n_a, x) * math.comb(n_b, hits - x) / math.comb(n, hits)
+    observed = chance(hits_a)
+    tables = range(max(0, hits - n_b), min(hits, n_a) + 1)
+    return min(1.0, sum(chance(x) for x in tables if chance(x) <= observed * (1 + 1e-9)))
+
+
 def summary(results: list[dict], reference: dict[float, int]) -> dict:
     """Per critic: collapses; gold, KL, the KL-regularised objective gold − β·KL (what the run
     maximises) and the gap below the reward–KL frontier at the policy's own KL (how far from the
@@ -141,6 +151,10 @@ def summary(results: list[dict], reference: dict[float, int]) -> dict:
                 row[f"{key}_{name}"] = statistics.fmean(values)
                 row[f"{key}_{name}_ci95"] = mean_interval(values)
         out[r["critic"]] = row
+    critics = list(out)
+    out["collapse_rates_fisher_p"] = {f"{x} vs {y}": fisher_exact(out[x]["collapsed"], out[x]["policies"],
+                                                                   out[y]["collapsed"], out[y]["policies"])
+                                      for i, x in enumerate(critics) for y in critics[i + 1:]}
     return out
 
 

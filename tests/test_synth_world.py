@@ -406,6 +406,16 @@ def test_a_pm_confirmation_decides_the_regularisers_claims_too(tmp_path, monkeyp
     assert json.loads((tmp_path / "c.json").read_text())["claim_verdicts"] == result["claim_verdicts"]
 
 
+def test_fisher_exact_for_collapse_rates_by_hand():
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import ppo_critic
+
+    assert ppo_critic.fisher_exact(1, 10, 0, 10) == pytest.approx(1.0)  # one collapse in twenty runs says nothing
+    # 0 of 10 against 5 of 10: tables at x = 0 and x = 5 collapses in the first arm, each 252 / 15504
+    assert ppo_critic.fisher_exact(0, 10, 5, 10) == pytest.approx(2 * 252 / 15504)
+    assert ppo_critic.fisher_exact(3, 10, 3, 10) == pytest.approx(1.0)
+
+
 def test_the_reward_kl_frontier_by_hand():
     """Two gold values, equally likely under the reference: the tilted policy puts e^λ/(1+e^λ) on
     the better one, at KL log 2 + p log p + (1−p) log(1−p); the frontier inverts that."""
