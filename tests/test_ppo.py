@@ -329,3 +329,8 @@ def test_a_checkpoint_of_the_old_shared_critic_resumes_only_as_shared_body(tmp_p
     trainer = types.SimpleNamespace(cfg=PPOConfig(policy="p", reward="r", out=str(tmp_path)))
     with pytest.raises(UsageError, match="resume it with --critic shared-body"):
         load_checkpoint(trainer, run_identity(trainer.cfg, ["a"]))
+    today = run_identity(PPOConfig(policy="p", reward="r", out="o"), ["a"])  # a checkpoint of today's shared head
+    (tmp_path / "checkpoints" / "step-3" / "trainer_state.json").write_text(json.dumps({"step": 3, "identity": today}))
+    trainer = types.SimpleNamespace(cfg=PPOConfig(policy="p", reward="r", out=str(tmp_path), critic="separate"))
+    with pytest.raises(UsageError, match="resume it with --critic shared \\(or"):
+        load_checkpoint(trainer, run_identity(trainer.cfg, ["a"]))

@@ -22,13 +22,17 @@ from ..models import write_meta
 IDENTITY_IGNORES = {"out", "resume", "steps", "save_steps", "sample_steps", "dtype"}
 
 
+# --critic's name as a checkpoint records it. The shared head's loss trained the policy's body until
+# issue 35's fix, and checkpoints of then record "shared": that critic is today's --critic shared-body.
+CRITIC_RECORDED = {"shared": "shared-detached", "shared-body": "shared"}
+CRITIC_FLAG = {recorded: flag for flag, recorded in CRITIC_RECORDED.items()}
+
+
 def run_identity(cfg, prompts: Sequence[Any]) -> dict:
     """What a checkpoint must share with the run that resumes it: the prompts and every setting that
     shapes the policy (more --steps may continue a run; logging, saving and precision may change)."""
     identity = {k: v for k, v in asdict(cfg).items() if k not in IDENTITY_IGNORES}
-    # the shared head's loss trained the policy's body until issue 35's fix: a checkpoint that records
-    # "shared" is that critic, continued by --critic shared-body and refused by today's shared
-    identity["critic"] = {"shared": "shared-detached", "shared-body": "shared"}.get(cfg.critic, cfg.critic)
+    identity["critic"] = CRITIC_RECORDED.get(cfg.critic, cfg.critic)
     blob = json.dumps(list(prompts), sort_keys=True, ensure_ascii=False).encode("utf-8")
     identity["prompts_fingerprint"] = hashlib.sha256(blob).hexdigest()[:16]
     return identity
@@ -115,11 +119,13 @@ def load_checkpoint(trainer, identity: dict) -> int:
     last = found[-1]
     meta = ckpt.read_json(last / ckpt.STATE_FILE)
     saved = meta.get("identity") or {}
-    if saved.get("critic") == "shared" and identity.get("critic") == "shared-detached":
+    if saved.get("critic") not in (None, identity.get("critic")):  # name the flag: the recorded name may differ
         from ..io import UsageError
 
-        raise UsageError(f"{last} was trained with the shared value head of rlhfkit before issue 35's fix, whose "
-                         "loss also trained the policy: resume it with --critic shared-body (or start a new run)")
+        flag = CRITIC_FLAG.get(saved["critic"], saved["critic"])
+        raise UsageError(f"{last} was trained with another critic: resume it with --critic {flag} (or start a new run)"
+                         + (" (its shared value head's loss also trained the policy, as before issue 35's fix)"
+                            if flag == "shared-body" else ""))
     ckpt.check_identity(meta.get("identity"), identity, last)
     trainstate.load(trainer.accelerator, _trained(trainer), trainer.optimizer, last)
     trainer.beta = float(meta["beta"])
