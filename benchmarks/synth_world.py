@@ -335,18 +335,16 @@ def mean_kl(policies: dict) -> float:
     return statistics.fmean(policy_kls(policies))
 
 
-def kl_standard_error(policies: dict) -> float:
-    kls = policy_kls(policies)
-    return statistics.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
+def standard_error(values: list[float]) -> float:
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def kl_matched(kls: list[float], target: float, target_se: float, tolerance: float, standard_errors: float) -> bool:
     """An arm's mean KL matches ``target`` when within ``tolerance`` of it (relative) or within
-    ``standard_errors`` standard errors of the gap (the arm's and the target's): per-policy KL is heavy-tailed,
-    and a gap inside the noise only sends more rounds after the noise."""
-    se = statistics.stdev(kls) / math.sqrt(len(kls)) if len(kls) > 1 else 0.0
+    ``standard_errors`` standard errors of the gap (the arm's and the target's): per-policy KL is
+    heavy-tailed, and a gap inside the noise only sends more rounds after the noise."""
     gap = abs(statistics.fmean(kls) - target)
-    return gap <= max(tolerance * target, standard_errors * math.hypot(se, target_se))
+    return gap <= max(tolerance * target, standard_errors * math.hypot(standard_error(kls), target_se))
 
 
 # ---------------------------------------------------------------- β for a target KL
@@ -388,8 +386,9 @@ def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: li
                 eval_prompts, reference_of, target_kl: float, tolerance: float = 0.1, rounds: int = 4,
                 target_se: float = 0.0, standard_errors: float = 2.0) -> str:
     """Run ``method``'s whole arm at its tuned β; while the arm's mean held-out KL misses ``target_kl``
-    (``kl_matched``: by more than ``tolerance`` relative and than ``standard_errors`` standard errors), move β along the log KL - log β line through the arm's own runs
-    (the pilots' slope while there is only one) and run the arm again. Every arm run is kept (they are
+    (``kl_matched``: by more than ``tolerance`` relative and ``standard_errors`` standard errors), move β
+    along the log KL - log β line through the arm's own runs (the pilots' slope while there is only
+    one) and run the arm again. Every arm run is kept (they are
     points of the method's reward-KL frontier); returns the key of the arm that matched, or the closest."""
     betas, arms = result["betas"], result.setdefault("arms", {})
     pilots = sorted((math.log(float(b)), math.log(max(k, 1e-3))) for b, k in result["beta_pilots"][method].items())
@@ -589,7 +588,7 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
                                    lambda name: policy, target, a.kl_tolerance, a.kl_rounds, target_se,
                                    a.kl_standard_errors)
         matched = only(arms[used[method]], names)  # the second method is matched to the first's achieved KL
-        target, target_se = mean_kl(matched), kl_standard_error(matched)
+        target, target_se = mean_kl(matched), standard_error(policy_kls(matched))
     result["matched_arms"] = used
     summary: dict = {}
     for key, arm in arms.items():
@@ -755,7 +754,7 @@ def cleaning(world: Path, result: dict, path: Path, a) -> None:
         used[data] = matched_arm(result, path, runs_dir, data, names, settings_of, prompts, eval_prompts,
                                  lambda name: policy, target, a.kl_tolerance, a.kl_rounds, target_se, a.kl_standard_errors)
         matched = only(result["arms"][used[data]], names)  # each later arm is matched to the previous arm's achieved KL
-        target, target_se = mean_kl(matched), kl_standard_error(matched)
+        target, target_se = mean_kl(matched), standard_error(policy_kls(matched))
     result["matched_arms"] = used
     arms = {d: only(result["arms"][k], names) for d, k in used.items()}
     summary = {d: spread_table(arms[d], replicate_of) | {"beta": float(used[d].split("@")[1])} for d in arms}
@@ -811,8 +810,8 @@ PRIMARY = {
 
 def regulariser_claims(explored: dict) -> list[dict]:
     """The PM paper's claims about its regularisers, which a pm confirmation decides beside the bias
-    check: each lowers PM divergence against KL-RLHF (PM −60% here, cPM −41% in the paper), tested at the
-    exploratory run's largest β from the unbiased reference (the theory's case), as a ratio paired by seed."""
+    check: each lowers PM divergence against KL-RLHF (cPM by 41% in the paper), tested at the exploratory
+    run's largest β from the unbiased reference (the theory's case), as a ratio paired by seed."""
     beta = max(explored.get("betas_run") or [], default=None)
     claims = []
     for reg, name in (("cpm", "cPM"), ("pm", "PM")):
