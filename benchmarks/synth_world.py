@@ -384,7 +384,7 @@ def tune_beta(result: dict, path: Path, runs_dir: Path, key: str, settings_of, p
 
 def matched_arm(result: dict, path: Path, runs_dir: Path, method: str, names: list[str], settings_of, prompts,
                 eval_prompts, reference_of, target_kl: float, tolerance: float = 0.1, rounds: int = 4,
-                target_se: float = 0.0, standard_errors: float = 2.0) -> str:
+                target_se: float = 0.0, standard_errors: float = 0.0) -> str:
     """Run ``method``'s whole arm at its tuned β; while the arm's mean held-out KL misses ``target_kl``
     (``kl_matched``: by more than ``tolerance`` relative and ``standard_errors`` standard errors), move β
     along the log KL - log β line through the arm's own runs (the pilots' slope while there is only
@@ -900,8 +900,9 @@ def main(argv=None) -> dict:
                          "trained reward models")
     ap.add_argument("--target-kl", type=float, default=3.0, help="held-out KL (nats per response) every arm is tuned to")
     ap.add_argument("--kl-tolerance", type=float, default=0.1, help="relative gap between arms' mean KLs accepted as matched")
-    ap.add_argument("--kl-standard-errors", type=float, default=2.0,
-                    help="a gap within this many standard errors of the arms' mean KLs is also accepted (0: off)")
+    ap.add_argument("--kl-standard-errors", type=float, default=0.0,
+                    help="also accept a gap within this many standard errors of the arms' mean KLs (0: off; a "
+                         "heavy-tailed arm passes more easily, so the match can end on the arm with the most drifters)")
     ap.add_argument("--kl-rounds", type=int, default=4, help="arm runs per method at most while matching the KL")
     ap.add_argument("--pilots", type=int, default=3, help="pilot policies per β when tuning β")
     ap.add_argument("--betas", type=float, nargs="+", default=[1.0, 0.1], help="pm: the β values")
@@ -945,7 +946,8 @@ def main(argv=None) -> dict:
         if a.seeds is None:
             raise SystemExit("--confirm needs --seeds A:B, seeds the exploratory run never used")
         plan = protocol_from(a.experiment, Path(a.confirm), a.seeds, json.loads(Path(a.confirm).read_text()))
-        if "protocol" in result and any(result["protocol"].get(k) != plan.get(k) for k in PLAN_KEYS):
+        fixed = {k: v for k, v in result.get("protocol", {}).items() if k in PLAN_KEYS and v is not None}
+        if any(v != plan.get(k) for k, v in fixed.items()):  # a key a plan of an older version lacks is not a change
             raise SystemExit(f"{path} holds a confirmatory run with another protocol: it is not changed once fixed")
         result["protocol"] = result.get("protocol", plan)
         for name, value in (plan.get("settings") or {}).items():  # the exploratory run's design, not the command line's
@@ -964,6 +966,9 @@ def main(argv=None) -> dict:
     elif a.experiment == "uncertainty" and a.seeds is not None:
         a.policies = None  # every reward model with every seed
     result["settings"] = {name: getattr(a, name) for name in SETTINGS[a.experiment]} if a.experiment in SETTINGS else None
+    if a.experiment in ("uncertainty", "cleaning") and not a.confirm:  # how β was matched, where it was
+        result["matching"] = {"target_kl": a.target_kl, "kl_tolerance": a.kl_tolerance,
+                              "kl_standard_errors": a.kl_standard_errors, "kl_rounds": a.kl_rounds}
     if a.experiment == "step-cost":
         result.update(step_cost(world))
     elif a.experiment == "overopt":

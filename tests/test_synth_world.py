@@ -404,6 +404,16 @@ def test_a_pm_confirmation_decides_the_regularisers_claims_too(tmp_path, monkeyp
     assert result["verdict"]["verdict"] == "not confirmed"
     assert [v["verdict"] for v in result["claim_verdicts"]] == ["not confirmed", "confirmed"]
     assert json.loads((tmp_path / "c.json").read_text())["claim_verdicts"] == result["claim_verdicts"]
+    older = json.loads((tmp_path / "c.json").read_text())  # a confirmation written before plans had claims or settings
+    del older["protocol"]["claims"], older["claim_verdicts"]
+    older["protocol"]["settings"] = None
+    (tmp_path / "c.json").write_text(json.dumps(older))
+    again = bench.main(["pm", "--confirm", str(path), "--seeds", "5:6", "--result", str(tmp_path / "c.json"), "--no-figure"])
+    assert "claim_verdicts" not in again and again["verdict"]["verdict"] == "not confirmed"  # its own plan, resumed
+    older["protocol"]["prediction"] = "positive"
+    (tmp_path / "c.json").write_text(json.dumps(older))
+    with pytest.raises(SystemExit, match="another protocol"):
+        bench.main(["pm", "--confirm", str(path), "--seeds", "5:6", "--result", str(tmp_path / "c.json"), "--no-figure"])
 
 
 def test_fisher_exact_for_collapse_rates_by_hand():
