@@ -171,26 +171,34 @@ def run_arm(result: dict, path: Path, runs_dir: Path, arm: str, names: list[str]
 
 # ---------------------------------------------------------------- statistics over policies and prompts
 
-def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
+def cluster_draws(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0,
+                  seed_of: list[int] | None = None) -> list[float]:
     """statistic(policy indices, prompt indices, group labels) over ``draws`` resamples, in draw order.
     Policies come in groups that share a reward model: whole groups are resampled (each drawn copy its
     own label, its policies kept as they are), and prompts, so the spread covers the reward models'
-    training, not only the seeds. With one group, each policy is its own group."""
-    if len(groups) < 2:
+    training, not only the seeds. With one group, each policy is its own group. With ``seed_of`` the
+    policies cross reward models with seeds (a seed sets a run's prompts and samples under every reward
+    model, so its policies share a trajectory): the seeds are resampled too, independently of the groups."""
+    if len(groups) < 2 and not seed_of:
         groups = [[i] for g in groups for i in g]
+    seeds = sorted(set(seed_of)) if seed_of else []
     rng = random.Random(seed)
     values = []
     for _ in range(draws or DRAWS):
         drawn = [groups[rng.randrange(len(groups))] for _ in groups]
+        if seeds:
+            picked = Counter(seeds[rng.randrange(len(seeds))] for _ in seeds)
+            drawn = [[i for i in g for _ in range(picked[seed_of[i]])] for g in drawn]
         policies = [i for g in drawn for i in g]
         labels = [k for k, g in enumerate(drawn) for _ in g]
         values.append(statistic(policies, [rng.randrange(n_prompts) for _ in range(n_prompts)], labels))
     return values
 
 
-def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
+def cluster_bootstrap(statistic, groups: list[list[int]], n_prompts: int, draws: int | None = None, seed: int = 0,
+                      seed_of: list[int] | None = None) -> list[float]:
     """95% percentile interval of ``cluster_draws``."""
-    return interval(cluster_draws(statistic, groups, n_prompts, draws, seed))
+    return interval(cluster_draws(statistic, groups, n_prompts, draws, seed, seed_of))
 
 
 def bootstrap_draws(statistic, n_policies: int, n_prompts: int, draws: int | None = None, seed: int = 0) -> list[float]:
@@ -510,7 +518,7 @@ def overopt_summary(result: dict, seeds: list[int] | None = None, bins: int = 8,
             "gold_falls_after_peak": bool(fall["ci95"] and fall["ci95"][1] < 0)}
 
 
-def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict:
+def spread_table(policies: dict, group_of: list[int], key: str = "gold", seed_of: list[int] | None = None) -> dict:
     """An arm's mean and spread of gold reward across policies: the variance (sample form), its split
     into between- and within-reward-model parts, the IQR and the 10%-trimmed variance, each with a
     95% interval from the cluster bootstrap (reward models, then seeds, then prompts); KL mean and median."""
@@ -527,12 +535,13 @@ def spread_table(policies: dict, group_of: list[int], key: str = "gold") -> dict
     out = {"policies": n, "reward_models": len(groups)}
     for name, f in stats.items():
         out[name] = f(*every)
-        out[name + "_ci95"] = cluster_bootstrap(f, groups, m)
+        out[name + "_ci95"] = cluster_bootstrap(f, groups, m, seed_of=seed_of)
     kls = [statistics.fmean(p["kl"]) for p in policies.values()]
     return out | {"kl": statistics.fmean(kls), "kl_median": statistics.median(kls)}
 
 
-def paired_difference(a: dict, b: dict, group_of: list[int], statistic, key: str = "gold") -> dict:
+def paired_difference(a: dict, b: dict, group_of: list[int], statistic, key: str = "gold",
+                      seed_of: list[int] | None = None) -> dict:
     """statistic(arm a's policy means of ``key``, labels) − the same of arm b, policies paired by name
     (same reward model and seed), with the cluster bootstrap over reward models, seeds and prompts
     (``group_of``: each policy's reward model; all different when there is none to share)."""
@@ -541,7 +550,7 @@ def paired_difference(a: dict, b: dict, group_of: list[int], statistic, key: str
     groups = [[i for i in range(len(names)) if group_of[i] == g] for g in sorted(set(group_of))]
     diff = lambda P, Q, L: statistic(policy_means(va, P, Q), L) - statistic(policy_means(vb, P, Q), L)
     every = list(range(len(names))), list(range(len(va[0]))), group_of
-    return {"value": diff(*every), "ci95": cluster_bootstrap(diff, groups, len(va[0]))}
+    return {"value": diff(*every), "ci95": cluster_bootstrap(diff, groups, len(va[0]), seed_of=seed_of)}
 
 
 def ensemble_size(directory: Path) -> int:
@@ -560,7 +569,7 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     heads = ensemble_size(reward)
     names = [f"head{h}-seed{s}" for s in a.seed_list for h in range(heads)][: a.policies or None]
     parse = lambda name: (int(name.split("-")[0][4:]), int(name.split("seed")[1]))
-    group_of = [parse(n)[0] for n in names]
+    group_of, seed_of = [parse(n)[0] for n in names], [parse(n)[1] for n in names]  # crossed: every model, every seed
     base = dict(policy=policy, reward=str(reward), steps=a.steps)
     methods = {"var-kl": dict(regularizer="var-kl", variance_power=1.0), "kl": dict(regularizer="kl")}
     result["construction"], result["seeds"] = a.construction, a.seed_list
@@ -593,19 +602,20 @@ def uncertainty(world: Path, result: dict, path: Path, a) -> None:
     summary: dict = {}
     for key, arm in arms.items():
         if all(n in arm for n in names):
-            summary[key] = spread_table(only(arm, names), group_of) | {"beta": float(key.split("@")[1])}
+            summary[key] = spread_table(only(arm, names), group_of, seed_of=seed_of) | {"beta": float(key.split("@")[1])}
     for m in methods:
         summary[m] = summary[used[m]]
     a_arm, b_arm = only(arms[used["var-kl"]], names), only(arms[used["kl"]], names)
     sample_var = lambda means, L: statistics.variance(means)
     part = lambda name: (lambda means, L: variance_parts(means, L)[name])
+    differ = lambda statistic: paired_difference(a_arm, b_arm, group_of, statistic, seed_of=seed_of)
     summary["var_kl_minus_kl"] = {
-        "mean": paired_difference(a_arm, b_arm, group_of, lambda means, L: statistics.fmean(means)),
-        "variance": paired_difference(a_arm, b_arm, group_of, sample_var),
-        "variance_between_reward_models": paired_difference(a_arm, b_arm, group_of, part("between")),
-        "variance_within_reward_models": paired_difference(a_arm, b_arm, group_of, part("within")),
-        "iqr": paired_difference(a_arm, b_arm, group_of, lambda means, L: iqr(means)),
-        "trimmed_variance": paired_difference(a_arm, b_arm, group_of, lambda means, L: trimmed_variance(means))}
+        "mean": differ(lambda means, L: statistics.fmean(means)),
+        "variance": differ(sample_var),
+        "variance_between_reward_models": differ(part("between")),
+        "variance_within_reward_models": differ(part("within")),
+        "iqr": differ(lambda means, L: iqr(means)),
+        "trimmed_variance": differ(lambda means, L: trimmed_variance(means))}
     summary["frontier"] = {k: {c: summary[k][c] for c in ("kl", "kl_median", "mean", "variance_across_policies",
                                                           "variance_across_policies_ci95", "iqr", "trimmed_variance", "policies")}
                            for k in arms if k in summary}

@@ -327,6 +327,23 @@ def test_a_kl_gap_inside_the_arms_noise_counts_as_matched():
     assert not bench.kl_matched(tight, 3.0, 0.2, tolerance=0.0, standard_errors=2.0)  # 2 x 0.204 = 0.41
 
 
+def test_crossed_resampling_covers_an_effect_that_a_seed_carries_under_every_reward_model():
+    bench = _bench()
+    heads, seeds = 5, 4
+    head_of = [h for s in range(seeds) for h in range(heads)]
+    seed_of = [s for s in range(seeds) for h in range(heads)]
+    value = [-3.0 if s == 1 else 0.0 for s in seed_of]  # seed 1's run drifts under every head; no head effect
+    groups = [[i for i, h in enumerate(head_of) if h == g] for g in range(heads)]
+    mean = lambda P, Q, L: statistics.fmean(value[i] for i in P)
+    nested = bench.cluster_bootstrap(mean, groups, 1, draws=400)
+    assert nested == [-0.75, -0.75]  # heads resampled, each keeping its seeds: the seed's effect is never resampled
+    crossed = bench.cluster_bootstrap(mean, groups, 1, draws=400, seed_of=seed_of)
+    # seed 1 drawn 0 times of 4 with chance (3/4)^4 = 0.32, twice or more with 0.26: the interval spans both
+    assert crossed[1] == 0.0 and crossed[0] <= -1.5
+    sizes = bench.cluster_draws(lambda P, Q, L: (len(P), len(set(L))), groups, 1, draws=50, seed_of=seed_of)
+    assert set(sizes) == {(heads * seeds, heads)}  # every draw is a full cross of drawn heads and drawn seeds
+
+
 def test_variance_parts_and_robust_spreads_by_hand():
     bench = _bench()
     parts = bench.variance_parts([1.0, 3.0, 10.0, 14.0], [0, 0, 1, 1])
