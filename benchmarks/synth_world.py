@@ -521,7 +521,8 @@ def overopt_summary(result: dict, seeds: list[int] | None = None, bins: int = 8,
 def spread_table(policies: dict, group_of: list[int], key: str = "gold", seed_of: list[int] | None = None) -> dict:
     """An arm's mean and spread of gold reward across policies: the variance (sample form), its split
     into between- and within-reward-model parts, the IQR and the 10%-trimmed variance, each with a
-    95% interval from the cluster bootstrap (reward models, then seeds, then prompts); KL mean and median."""
+    95% interval from the cluster bootstrap (reward models, with ``seed_of`` crossed with seeds, then
+    prompts); KL mean and median."""
     values = as_table([p[key] for p in policies.values()])
     n, m = values.shape
     groups = [[i for i in range(n) if group_of[i] == g] for g in sorted(set(group_of))]
