@@ -518,11 +518,14 @@ def overopt_summary(result: dict, seeds: list[int] | None = None, bins: int = 8,
             "gold_falls_after_peak": bool(fall["ci95"] and fall["ci95"][1] < 0)}
 
 
+DRIFT_KL = 6.0  # nats per response: a policy this far from the reference has left the arm's bulk (2-3 nats)
+
+
 def spread_table(policies: dict, group_of: list[int], key: str = "gold", seed_of: list[int] | None = None) -> dict:
     """An arm's mean and spread of gold reward across policies: the variance (sample form), its split
     into between- and within-reward-model parts, the IQR and the 10%-trimmed variance, each with a
     95% interval from the cluster bootstrap (reward models, with ``seed_of`` crossed with seeds, then
-    prompts); KL mean and median."""
+    prompts); KL mean and median; and the policies past ``DRIFT_KL``, which carry most of the variance."""
     values = as_table([p[key] for p in policies.values()])
     n, m = values.shape
     groups = [[i for i in range(n) if group_of[i] == g] for g in sorted(set(group_of))]
@@ -537,8 +540,10 @@ def spread_table(policies: dict, group_of: list[int], key: str = "gold", seed_of
     for name, f in stats.items():
         out[name] = f(*every)
         out[name + "_ci95"] = cluster_bootstrap(f, groups, m, seed_of=seed_of)
-    kls = [statistics.fmean(p["kl"]) for p in policies.values()]
-    return out | {"kl": statistics.fmean(kls), "kl_median": statistics.median(kls)}
+    kls = policy_kls(policies)
+    drifting = {name: {"kl": kl, "gold": statistics.fmean(p[key])}
+                for (name, p), kl in zip(policies.items(), kls) if kl > DRIFT_KL}
+    return out | {"kl": statistics.fmean(kls), "kl_median": statistics.median(kls), "drifting": drifting}
 
 
 def paired_difference(a: dict, b: dict, group_of: list[int], statistic, key: str = "gold",
@@ -866,8 +871,8 @@ def protocol_from(experiment: str, exploratory_path: Path, seeds: list[int], exp
         plan["betas"] = {m: float(k.split("@")[1]) for m, k in explored["matched_arms"].items()}
     if experiment == "overopt":
         plan["peak_sqrt_kl"] = explored["summary"]["gold_peak_sqrt_kl"]
-    if experiment == "pm" and regulariser_claims(explored):
-        plan["claims"] = regulariser_claims(explored)
+    if experiment == "pm" and (claims := regulariser_claims(explored)):
+        plan["claims"] = claims
     plan["exploratory_value"] = summary_entry(explored["summary"], key)
     return plan
 

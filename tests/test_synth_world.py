@@ -344,6 +344,16 @@ def test_crossed_resampling_covers_an_effect_that_a_seed_carries_under_every_rew
     assert set(sizes) == {(heads * seeds, heads)}  # every draw is a full cross of drawn heads and drawn seeds
 
 
+def test_the_spread_table_names_the_policies_that_drift(monkeypatch):
+    bench = _bench()
+    monkeypatch.setattr(bench, "DRAWS", 50)
+    policies = {"head0-seed0": {"gold": [2.0, 2.0], "kl": [2.0, 3.0]}, "head1-seed0": {"gold": [1.0, 3.0], "kl": [2.5, 2.5]},
+                "head0-seed1": {"gold": [0.0, 1.0], "kl": [11.0, 13.0]}, "head1-seed1": {"gold": [2.0, 1.0], "kl": [6.0, 6.0]}}
+    row = bench.spread_table(policies, [0, 1, 0, 1], seed_of=[0, 0, 1, 1])
+    assert row["drifting"] == {"head0-seed1": {"kl": 12.0, "gold": 0.5}}  # past 6 nats; exactly 6 is not
+    assert row["kl"] == pytest.approx((2.5 + 2.5 + 12.0 + 6.0) / 4) and row["kl_median"] == pytest.approx(4.25)
+
+
 def test_variance_parts_and_robust_spreads_by_hand():
     bench = _bench()
     parts = bench.variance_parts([1.0, 3.0, 10.0, 14.0], [0, 0, 1, 1])
